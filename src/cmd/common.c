@@ -1,0 +1,106 @@
+/*
+ * common.c - option parsing and help for every subcommand, from the popt
+ * tables, plus the few messages all commands share.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+void cmd_print_help(const struct cmd_spec *spec, FILE *f)
+{
+    fprintf(f, "usage: %s %s %s\n\n%s\n\nOptions:\n", qimg_progname, spec->name,
+            spec->synopsis, spec->summary);
+    for (const struct poptOption *o = spec->opts; o->longName || o->shortName; o++) {
+        char left[64];
+        int n = 0;
+
+        if (!o->descrip)
+            continue;
+        if (o->shortName)
+            n += snprintf(left + n, sizeof(left) - (size_t)n, "-%c", o->shortName);
+        if (o->longName)
+            n += snprintf(left + n, sizeof(left) - (size_t)n, "%s--%s",
+                          o->shortName ? ", " : "    ", o->longName);
+        if (o->argDescrip && n < (int)sizeof(left))
+            snprintf(left + n, sizeof(left) - (size_t)n, "%s%s",
+                     o->longName ? "=" : " ", o->argDescrip);
+        fprintf(f, "  %-30s %s\n", left, o->descrip);
+    }
+}
+
+int cmd_parse(const struct cmd_spec *spec, int argc, const char **argv,
+              poptContext *pc, const char ***args, int *nargs)
+{
+    poptContext ctx = poptGetContext(spec->name, argc, argv, spec->opts, POPT_CONTEXT_POSIXMEHARDER);
+    const char **left;
+    int rc, n = 0;
+
+    *pc = NULL;
+    while ((rc = poptGetNextOpt(ctx)) > 0) {
+        if (rc == QIMG_OPT_HELP) {
+            cmd_print_help(spec, stdout);
+            poptFreeContext(ctx);
+            return 1;
+        }
+        if (spec->on_opt && spec->on_opt(rc, poptGetOptArg(ctx), spec->ctx) < 0) {
+            poptFreeContext(ctx);
+            return -1;
+        }
+    }
+    if (rc < -1) {
+        const char *opt = poptBadOption(ctx, 0);
+        if (rc == POPT_ERROR_NOARG)
+            error("option '%s' requires an argument", opt);
+        else if (rc == POPT_ERROR_BADOPT)
+            error("unrecognized option '%s'", opt);
+        else
+            error("%s: %s", opt, poptStrerror(rc));
+        fprintf(stderr, "Try '%s %s --help' for more information.\n", qimg_progname, spec->name);
+        poptFreeContext(ctx);
+        return -1;
+    }
+    left = poptGetArgs(ctx);
+    while (left && left[n])
+        n++;
+    if (n < spec->min_args) {
+        error("Expecting %s", spec->min_args == 1 ? "one image file name" : "more arguments");
+        fprintf(stderr, "Try '%s %s --help' for more information.\n", qimg_progname, spec->name);
+        poptFreeContext(ctx);
+        return -1;
+    }
+    if (spec->max_args >= 0 && n > spec->max_args) {
+        error("Invalid argument '%s'", left[spec->max_args]);
+        fprintf(stderr, "Try '%s %s --help' for more information.\n", qimg_progname, spec->name);
+        poptFreeContext(ctx);
+        return -1;
+    }
+    *pc = ctx;
+    *args = left;
+    *nargs = n;
+    return 0;
+}
+
+void cmd_done(poptContext pc)
+{
+    if (pc)
+        poptFreeContext(pc);
+}
+
+int cmd_open_error(const char *file, int code)
+{
+    /* qemu-img names the file twice when the system call itself failed. */
+    if (!err_has_msg(code))
+        return error("Could not open '%s': Could not open '%s': %s", file, file, err_msg(code));
+    return error("Could not open '%s': %s", file, err_msg(code));
+}
+
+int cmd_output_format(const char *s)
+{
+    if (!s || !strcmp(s, "human"))
+        return 0;
+    if (!strcmp(s, "json"))
+        return 1;
+    error("--output must be used with human or json as argument.");
+    return -1;
+}

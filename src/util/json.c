@@ -1,0 +1,110 @@
+/*
+ * json.c - a streaming JSON writer that lays out text the way qemu-img
+ * does (4-space indent, one member per line, ": " between key and value,
+ * empty containers as "{\n}"), so scripts that diff text keep working.
+ */
+#include <inttypes.h>
+
+#include "util.h"
+
+void json_init(struct json *j, FILE *f)
+{
+    j->f = f;
+    j->depth = 0;
+    j->first[0] = true;
+}
+
+static void indent(struct json *j)
+{
+    for (int i = 0; i < j->depth; i++)
+        fputs("    ", j->f);
+}
+
+static void put_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\b': fputs("\\b", f); break;
+        case '\f': fputs("\\f", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20 || *p == 0x7f)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+/* Start a member or element: separator, newline, indent, key. */
+static void member(struct json *j, const char *key)
+{
+    if (j->depth > 0) {
+        if (!j->first[j->depth])
+            fputc(',', j->f);
+        fputc('\n', j->f);
+        indent(j);
+    }
+    j->first[j->depth] = false;
+    if (key) {
+        put_string(j->f, key);
+        fputs(": ", j->f);
+    }
+}
+
+static void open_container(struct json *j, const char *key, char c)
+{
+    member(j, key);
+    fputc(c, j->f);
+    if (j->depth + 1 < (int)ARRAY_SIZE(j->first))
+        j->depth++;
+    j->first[j->depth] = true;
+}
+
+static void close_container(struct json *j, char c)
+{
+    j->depth--;
+    fputc('\n', j->f);
+    indent(j);
+    fputc(c, j->f);
+}
+
+void json_begin_object(struct json *j, const char *key) { open_container(j, key, '{'); }
+void json_end_object(struct json *j) { close_container(j, '}'); }
+void json_begin_array(struct json *j, const char *key) { open_container(j, key, '['); }
+void json_end_array(struct json *j) { close_container(j, ']'); }
+
+void json_str(struct json *j, const char *key, const char *val)
+{
+    member(j, key);
+    put_string(j->f, val);
+}
+
+void json_int(struct json *j, const char *key, int64_t val)
+{
+    member(j, key);
+    fprintf(j->f, "%" PRId64, val);
+}
+
+void json_uint(struct json *j, const char *key, uint64_t val)
+{
+    member(j, key);
+    fprintf(j->f, "%" PRIu64, val);
+}
+
+void json_bool(struct json *j, const char *key, bool val)
+{
+    member(j, key);
+    fputs(val ? "true" : "false", j->f);
+}
+
+void json_finish(struct json *j)
+{
+    fputc('\n', j->f);
+}
