@@ -308,6 +308,7 @@ int qcow2_close(struct qcow2 *q)
         ret = qcow2_flush(q);
     qcow2_cache_free(q->l2_cache);
     qcow2_cache_free(q->rc_cache);
+    free(q->zcache);
     free(q->l1);
     free(q->reftable);
     qcow2_snapshots_free(q->snapshots, q->nb_snapshots);

@@ -126,6 +126,10 @@ struct qcow2 {
     uint64_t free_byte_offset;  /* for compressed allocations; 0 = none */
     uint64_t alloc_end;         /* clusters allocated this session end here */
 
+    /* The last decompressed cluster, so piecewise reads decompress once. */
+    uint8_t *zcache;
+    uint64_t zcache_entry;      /* its L2 entry; 0 = empty */
+
     struct blk *backing;        /* opened backing file, or NULL */
     bool header_dirty;
 };
@@ -218,6 +222,32 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len);
 int qcow2_write_compressed(struct qcow2 *q, uint64_t off, const void *buf, size_t len);
 int qcow2_block_status(struct qcow2 *q, uint64_t off, uint64_t len, uint64_t *pnum,
                        uint64_t *map, int *flags);
+
+/* How one guest range is stored (cluster.c); the checker and map use it too. */
+enum qcow2_ctype {
+    QCOW2_C_UNALLOCATED,        /* falls through to the backing file */
+    QCOW2_C_ZERO_PLAIN,         /* reads as zeros, no host cluster */
+    QCOW2_C_ZERO_ALLOC,         /* reads as zeros, host cluster kept */
+    QCOW2_C_NORMAL,             /* data at host offset */
+    QCOW2_C_COMPRESSED,         /* whole cluster, compressed at host */
+};
+struct qcow2_mapping {
+    enum qcow2_ctype type;
+    uint64_t host;              /* NORMAL/ZERO_ALLOC: host offset of off;
+                                   COMPRESSED: the raw L2 entry */
+    uint64_t bytes;             /* length of the run from off */
+};
+/* The run of guest bytes starting at off (at most len) stored the same way
+ * (and, for NORMAL, contiguously on the host), within one L2 table. */
+int qcow2_get_mapping(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_mapping *m);
+/* Decode a compressed L2 entry: host offset and byte length of the stream. */
+void qcow2_compressed_extent(const struct qcow2 *q, uint64_t l2e, uint64_t *host, uint64_t *len);
+/* Decompress one cluster (q->cluster_size bytes into out). */
+int qcow2_decompress(struct qcow2 *q, const uint8_t *in, size_t in_len, uint8_t *out);
+/* Compress one cluster; returns the compressed length, or 0 when it does
+ * not shrink (store it uncompressed then). out holds cluster_size bytes. */
+ssize_t qcow2_compress(uint8_t compression_type, const uint8_t *in, size_t len,
+                       uint8_t *out, size_t out_len);
 
 /* ---- overlap.c ------------------------------------------------------ */
 enum {

@@ -5,7 +5,6 @@
  *
  * Owns: file descriptors. Must not: know anything about image formats.
  */
-#define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>

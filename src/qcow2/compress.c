@@ -1,0 +1,101 @@
+/*
+ * compress.c - compressed clusters: zlib raw deflate (window 2^12, as qemu
+ * writes it) and zstd, one cluster at a time. Pure buffer functions, safe
+ * to call from several threads at once.
+ */
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include "qcow2.h"
+
+void qcow2_compressed_extent(const struct qcow2 *q, uint64_t l2e, uint64_t *host, uint64_t *len)
+{
+    unsigned shift = qcow2_csize_shift(q->cluster_bits);
+    uint64_t off = l2e & ((1ULL << shift) - 1);
+    uint64_t sectors = ((l2e >> shift) & ((1ULL << (q->cluster_bits - 8)) - 1)) + 1;
+
+    *host = off;
+    *len = sectors * 512 - (off & 511);
+}
+
+static int inflate_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+    z_stream z;
+    int ret;
+
+    memset(&z, 0, sizeof(z));
+    if (inflateInit2(&z, -12) != Z_OK)
+        return -ENOMEM;
+    z.next_in = (uint8_t *)in;
+    z.avail_in = (uInt)in_len;
+    z.next_out = out;
+    z.avail_out = (uInt)out_len;
+    ret = inflate(&z, Z_FINISH);
+    inflateEnd(&z);
+    /* The stream may end early only if it filled the cluster. */
+    if ((ret == Z_STREAM_END || ret == Z_BUF_ERROR || ret == Z_OK) && z.avail_out == 0)
+        return 0;
+    return -EIO;
+}
+
+static int zstd_cluster(const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    ZSTD_inBuffer ib = { in, in_len, 0 };
+    ZSTD_outBuffer ob = { out, out_len, 0 };
+    int ret = 0;
+
+    if (!d)
+        return -ENOMEM;
+    while (ob.pos < ob.size) {
+        size_t r = ZSTD_decompressStream(d, &ob, &ib);
+        if (ZSTD_isError(r)) {
+            ret = -EIO;
+            break;
+        }
+        if (r == 0 || ib.pos == ib.size) {
+            if (ob.pos < ob.size)
+                ret = -EIO;
+            break;
+        }
+    }
+    ZSTD_freeDCtx(d);
+    return ret;
+}
+
+int qcow2_decompress(struct qcow2 *q, const uint8_t *in, size_t in_len, uint8_t *out)
+{
+    if (q->meta.h.compression_type == QCOW2_COMPRESSION_ZSTD)
+        return zstd_cluster(in, in_len, out, q->cluster_size);
+    return inflate_cluster(in, in_len, out, q->cluster_size);
+}
+
+ssize_t qcow2_compress(uint8_t type, const uint8_t *in, size_t len, uint8_t *out, size_t out_len)
+{
+    if (type == QCOW2_COMPRESSION_ZSTD) {
+        size_t r = ZSTD_compress(out, out_len, in, len, ZSTD_CLEVEL_DEFAULT);
+        if (ZSTD_isError(r) || r >= len)
+            return 0;
+        return (ssize_t)r;
+    } else {
+        z_stream z;
+        ssize_t n;
+        int ret;
+
+        memset(&z, 0, sizeof(z));
+        if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                         Z_DEFAULT_STRATEGY) != Z_OK)
+            return -ENOMEM;
+        z.next_in = (uint8_t *)in;
+        z.avail_in = (uInt)len;
+        z.next_out = out;
+        z.avail_out = (uInt)out_len;
+        ret = deflate(&z, Z_FINISH);
+        n = (ssize_t)(out_len - z.avail_out);
+        deflateEnd(&z);
+        if (ret != Z_STREAM_END || (size_t)n >= len)
+            return 0;
+        return n;
+    }
+}

@@ -1,0 +1,43 @@
+# helpers.bash - shared by every .bats file: paths, a temp directory per
+# test, byte poking for hand-made corruption, and JSON field extraction.
+bats_require_minimum_version 1.5.0
+load '/usr/lib/bats/bats-support/load'
+load '/usr/lib/bats/bats-assert/load'
+
+TOP="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+QIMG_BIN="${QIMG_BIN:-$TOP/qimg}"
+
+# qimg runs through $QIMG_WRAPPER when set (for example "valgrind -q").
+qimg() {
+    ${QIMG_WRAPPER:-} "$QIMG_BIN" "$@"
+}
+
+common_setup() {
+    cd "$BATS_TEST_TMPDIR" || return 1
+}
+
+# poke FILE OFFSET HEXBYTES: overwrite bytes at OFFSET (decimal or 0x..).
+poke() {
+    printf '%s' "$3" | xxd -r -p | dd of="$1" bs=1 seek="$(($2))" conv=notrunc status=none
+}
+poke_be16() { poke "$1" "$2" "$(printf '%04x' "$(($3))")"; }
+poke_be32() { poke "$1" "$2" "$(printf '%08x' "$(($3))")"; }
+poke_be64() { poke "$1" "$2" "$(printf '%016x' "$(($3))")"; }
+
+# peek_be64 FILE OFFSET / peek_be32 FILE OFFSET: print the value in decimal.
+peek_be64() { printf '%d\n' "0x$(xxd -p -s "$(($2))" -l 8 "$1")"; }
+peek_be32() { printf '%d\n' "0x$(xxd -p -s "$(($2))" -l 4 "$1")"; }
+peek_be16() { printf '%d\n' "0x$(xxd -p -s "$(($2))" -l 2 "$1")"; }
+
+# json_get JSONFILE JQ-EXPR
+json_get() { jq -r "$2" "$1"; }
+
+# A file of N MiB of non-repeating data (deterministic per seed).
+make_pattern() {
+    local file=$1 mib=$2 seed=${3:-1}
+    openssl enc -aes-128-ctr -pass pass:"qimg$seed" -nosalt -pbkdf2 \
+        </dev/zero 2>/dev/null | head -c "$((mib * 1048576))" >"$file"
+}
+
+# sha of a file, for "read-only commands never write" checks.
+file_sum() { sha256sum "$1" | cut -d' ' -f1; }
