@@ -157,6 +157,14 @@ int qcow2_snapshots_parse(const uint8_t *buf, size_t len, uint32_t count,
 uint64_t qcow2_snapshots_size(const struct qcow2_snapshot *sn, uint32_t count);
 void qcow2_snapshots_build(const struct qcow2_snapshot *sn, uint32_t count, uint8_t *buf);
 void qcow2_snapshots_free(struct qcow2_snapshot *sn, uint32_t count);
+/*
+ * Find a snapshot as qemu does: by id first, then by name. id or name may be
+ * NULL to match only the other (convert's snapshot.id= / snapshot.name=).
+ * Returns its index, -ENOENT when none matches, or -EEXIST when a name
+ * (not an id) matches more than one snapshot (qimg refuses to guess).
+ */
+int qcow2_snapshot_find(const struct qcow2_snapshot *sn, uint32_t count,
+                        const char *id, const char *name);
 
 /* ---- image.c -------------------------------------------------------- */
 enum {

@@ -155,3 +155,25 @@ void qcow2_snapshots_build(const struct qcow2_snapshot *sn, uint32_t count, uint
         off += total;
     }
 }
+
+int qcow2_snapshot_find(const struct qcow2_snapshot *sn, uint32_t count,
+                        const char *id, const char *name)
+{
+    int found = -ENOENT;
+
+    if (id)
+        for (uint32_t i = 0; i < count; i++)
+            if (!strcmp(sn[i].id, id))
+                return (int)i;
+    if (name)
+        for (uint32_t i = 0; i < count; i++)
+            if (!strcmp(sn[i].name, name)) {
+                if (found >= 0)
+                    return err_set(-EEXIST, "More than one snapshot is named '%s' "
+                                   "(ids %s and %s); use the id", name, sn[found].id, sn[i].id);
+                found = (int)i;
+            }
+    if (found == -ENOENT)
+        return err_set(-ENOENT, "Can't find the snapshot");
+    return found;
+}
