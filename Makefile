@@ -30,6 +30,9 @@ endif
 
 SRCS := $(sort $(wildcard src/*.c src/*/*.c))
 OBJS := $(SRCS:src/%.c=$(BUILD)/%.o)
+LIBOBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
+UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 DEPS := $(OBJS:.o=.d)
 
 all: qimg
@@ -37,14 +40,21 @@ all: qimg
 qimg: $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
 
+# Engine unit-test drivers, linked against everything but main.o.
+units: $(UNITS)
+
+$(BUILD)/unit/%: tests/unit/%.c $(LIBOBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
+
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 -include $(DEPS)
 
-check: qimg
-	tests/run
+check: qimg units
+	BUILD=$(BUILD) tests/run
 
 bench: qimg
 	scripts/bench
@@ -59,4 +69,4 @@ install: qimg
 clean:
 	rm -rf build build-san qimg
 
-.PHONY: all check bench install clean
+.PHONY: all units check bench install clean
