@@ -59,6 +59,24 @@ check: qimg units
 bench: qimg
 	scripts/bench
 
+# libFuzzer targets under tests/fuzz, built with clang and the sanitizers.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(filter-out src/main.c,$(SRCS))
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/*.c))
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+
+build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -std=gnu11 $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS) $(LIBS)
+
+fuzz: $(FUZZ_TARGETS)
+	[ -d tests/fuzz/seeds ] || tests/fuzz/make-seeds
+	for t in $(FUZZ_TARGETS); do \
+	    mkdir -p build-fuzz/corpus-$$(basename $$t); \
+	    $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -max_len=262144 \
+	        -artifact_prefix=build-fuzz/ build-fuzz/corpus-$$(basename $$t) tests/fuzz/seeds || exit 1; \
+	done
+
 install: qimg
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR) $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR)
 	install -m 755 qimg $(DESTDIR)$(BINDIR)/qimg
@@ -67,6 +85,6 @@ install: qimg
 	[ ! -e completions/_qimg ] || install -m 644 completions/_qimg $(DESTDIR)$(ZSHCOMPDIR)/_qimg
 
 clean:
-	rm -rf build build-san qimg
+	rm -rf build build-san build-fuzz qimg
 
-.PHONY: all units check bench install clean
+.PHONY: all units fuzz check bench install clean
