@@ -9,7 +9,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +30,58 @@ static void debug_write_hook(void)
         return;
     if (debug_writes_left-- == 0)
         raise(SIGKILL);
+}
+
+/*
+ * Image locking compatible with qemu's: open file description locks on
+ * single bytes. Byte 100 + p means "I use permission p", byte 200 + p "I do
+ * not let others have p" (p: 0 consistent read, 1 write, 3 resize). So a
+ * running VM keeps qimg from writing an image, and qimg keeps the VM out.
+ */
+enum { LOCK_PERM = 100, LOCK_SHARED = 200, PERM_READ = 0, PERM_WRITE = 1, PERM_RESIZE = 3 };
+
+static int lock_byte(int fd, int cmd, short type, off_t byte, short *held)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1 };
+
+    if (fcntl(fd, cmd, &fl) < 0)
+        return -errno;
+    if (held)
+        *held = fl.l_type;
+    return 0;
+}
+
+static bool held_by_other(int fd, off_t byte)
+{
+    short t = F_UNLCK;
+
+    return lock_byte(fd, F_OFD_GETLK, F_WRLCK, byte, &t) == 0 && t != F_UNLCK;
+}
+
+static int take_image_lock(int fd, const char *name, bool write)
+{
+    static const int mine_rw[] = { LOCK_PERM + PERM_READ, LOCK_PERM + PERM_WRITE,
+                                   LOCK_PERM + PERM_RESIZE, LOCK_SHARED + PERM_WRITE,
+                                   LOCK_SHARED + PERM_RESIZE };
+    static const int mine_ro[] = { LOCK_PERM + PERM_READ, LOCK_SHARED + PERM_WRITE,
+                                   LOCK_SHARED + PERM_RESIZE };
+    const int *mine = write ? mine_rw : mine_ro;
+    size_t n = write ? ARRAY_SIZE(mine_rw) : ARRAY_SIZE(mine_ro);
+
+    if (held_by_other(fd, LOCK_PERM + PERM_WRITE) ||
+        (write && held_by_other(fd, LOCK_SHARED + PERM_WRITE)))
+        return err_set(-EAGAIN, "Failed to get %s\"write\" lock\n"
+                       "Is another process using the image [%s]?",
+                       write ? "" : "shared ", name);
+    for (size_t i = 0; i < n; i++) {
+        int ret = lock_byte(fd, F_OFD_SETLK, F_RDLCK, mine[i], NULL);
+        if (ret == -EINVAL || ret == -ENOLCK || ret == -EOPNOTSUPP)
+            return 0;       /* a file system without locks: go on unlocked */
+        if (ret < 0)
+            return err_set(-EAGAIN, "Failed to lock byte %d\n"
+                           "Is another process using the image [%s]?", mine[i], name);
+    }
+    return 0;
 }
 
 int qfile_open(struct qfile **out, const char *name, int flags)
@@ -55,14 +106,10 @@ int qfile_open(struct qfile **out, const char *name, int flags)
         return -e;
     }
     if (!(flags & QF_NOLOCK)) {
-        /* One writer or many readers, as qemu's image locking promises. */
-        if (flock(fd, ((flags & QF_RDWR) ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
+        int ret = take_image_lock(fd, name, flags & QF_RDWR);
+        if (ret < 0) {
             close(fd);
-            if (errno == EWOULDBLOCK)
-                return err_set(-EAGAIN, "Failed to get \"%s\" lock\n"
-                               "Is another process using the image [%s]?",
-                               (flags & QF_RDWR) ? "write" : "shared", name);
-            return -errno;
+            return ret;
         }
     }
     f = xzalloc(sizeof(*f));
