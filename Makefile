@@ -19,8 +19,10 @@ ifeq ($(SANITIZE),1)
   LDFLAGS += -fsanitize=address,undefined
   STATIC := 0
   BUILD := build-san
+  BIN := build-san/qimg
 else
   BUILD := build
+  BIN := qimg
 endif
 ifeq ($(STATIC),1)
   # glibc's static-link warnings for libcrypto's unused dlopen/getaddrinfo
@@ -35,9 +37,9 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 DEPS := $(OBJS:.o=.d)
 
-all: qimg
+all: $(BIN)
 
-qimg: $(OBJS)
+$(BIN): $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(LIBS)
 
 # Engine unit-test drivers, linked against everything but main.o.
@@ -53,8 +55,9 @@ $(BUILD)/%.o: src/%.c
 
 -include $(DEPS)
 
-check: qimg units
-	BUILD=$(BUILD) tests/run
+# SANITIZE=1 runs the same suite on build-san/qimg (ASan + UBSan).
+check: $(BIN) units
+	BUILD=$(BUILD) QIMG_BIN=$(CURDIR)/$(BIN) QIMG_SANITIZED=$(SANITIZE) tests/run
 
 bench: qimg
 	scripts/bench
