@@ -21,11 +21,18 @@ enum action { ACT_NONE, ACT_LIST, ACT_CREATE, ACT_APPLY, ACT_DELETE, ACT_RENAME 
 
 struct snap_ctx {
     enum action action;
-    const char *arg;            /* the snapshot named with the action */
-    const char *fmt;
-    const char *output;
+    char *arg;                  /* the snapshot named with the action */
+    char *fmt;
+    char *output;
     bool force, force_share;
 };
+
+/* popt hands over option arguments in malloc'd memory: keep the last. */
+static void take(char **dst, const char *arg)
+{
+    free(*dst);
+    *dst = (char *)arg;
+}
 
 static const struct poptOption options[] = {
     { "list", 'l', POPT_ARG_NONE, NULL, 'l', "list the snapshots (read-only)", NULL },
@@ -67,8 +74,8 @@ static int on_opt(int val, const char *arg, void *p)
     case 'F': c->force = true; return 0;
     case 'U': c->force_share = true; return 0;
     case 'q': return 0;
-    case 'f': c->fmt = arg; return 0;
-    case 'o': c->output = arg; return 0;
+    case 'f': take(&c->fmt, arg); return 0;
+    case 'o': take(&c->output, arg); return 0;
     default: return 0;
     }
     if (c->action) {
@@ -76,10 +83,11 @@ static int on_opt(int val, const char *arg, void *p)
             error("Cannot mix '-l', '-a', '-c', '-d', '--rename'");
         else
             error("Cannot mix '-l', '-a', '-c', '-d'");
+        free((char *)arg);
         return try_help();
     }
     c->action = a;
-    c->arg = arg;
+    take(&c->arg, arg);
     return 0;
 }
 
@@ -249,8 +257,12 @@ int cmd_snapshot(int argc, const char **argv)
     struct qcow2 *q;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (rc)
+    if (rc) {
+        free(c.arg);
+        free(c.fmt);
+        free(c.output);
         return rc > 0 ? 0 : 1;
+    }
     rc = 1;
     if (c.action == ACT_RENAME) {
         if (nargs != 2) {
@@ -322,5 +334,8 @@ int cmd_snapshot(int argc, const char **argv)
     }
 out:
     cmd_done(pc);
+    free(c.arg);
+    free(c.fmt);
+    free(c.output);
     return rc;
 }

@@ -465,8 +465,8 @@ static int prepare(struct qcow2 *q)
     if (!q->writable)
         return err_set(-EBADF, "the image is not open for writing");
     if (q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)
-        return err_set(-EBUSY, "the image is dirty (its refcounts were not written back); "
-                       "repair it first");
+        return err_set(-EBUSY, "the image is dirty (lazy refcounts were not written "
+                       "back); run 'qimg check -r all' on it first");
     return 0;
 }
 
@@ -615,8 +615,8 @@ int qcow2_snapshot_apply(struct qcow2 *q, uint32_t idx)
         nl1[i] = sl1[i] & ~QCOW_OFLAG_COPIED;
     for (uint64_t i = 0; i < new_l1_size; i++)
         put_be64(&be[i], nl1[i]);
-    in_place = old_l1_size && qcow2_size_to_clusters(q, new_l1_size * 8) <=
-                              qcow2_size_to_clusters(q, (uint64_t)old_l1_size * 8);
+    in_place = !new_l1_size || (old_l1_size && qcow2_size_to_clusters(q, new_l1_size * 8) <=
+                                qcow2_size_to_clusters(q, (uint64_t)old_l1_size * 8));
     if (in_place) {
         l1_off = old_l1_off;
     } else {
