@@ -183,7 +183,7 @@ qnames() {
     cp a.qcow2 q.qcow2
     sum=$(file_sum a.qcow2)
     run -1 --separate-stderr qimg snapshot -c s1 a.qcow2
-    assert_equal "$stderr" "qimg: Could not create snapshot 's1': Refcount of cluster 0x50000 would exceed 1 (refcount_bits=1); the image is unchanged (a snapshot adds a reference to every cluster in use)"
+    assert_regex "$stderr" "^qimg: Could not create snapshot 's1': Refcount of cluster 0x[0-9a-f]+ would exceed 1 \\(refcount_bits=1\\); the image is unchanged \\(a snapshot adds a reference to every cluster in use\\)$"
     assert_equal "$(file_sum a.qcow2)" "$sum"
     clean a.qcow2
     # qemu-img fails as well (exit 1), but leaks the L1 copy it wrote
@@ -657,6 +657,23 @@ crash_at() {
         [ "$rc" -ne 0 ] || break
     done
     [ "$rc" -eq 0 ]
+}
+
+@test "a snapshot pointing past the end of the file is refused before anything changes" {
+    img a.qcow2
+    wr a.qcow2 1 0 64k
+    qimg snapshot -c s1 a.qcow2
+    qimg snapshot -c s2 a.qcow2
+    # s1's L1 table: its first entry now names an L2 table far past the end
+    l1=$(peek_be64 a.qcow2 $(peek_be64 a.qcow2 64))
+    poke_be64 a.qcow2 "$l1" 0x00ffffffffff0000
+    run -1 qimg snapshot -d s1 a.qcow2
+    assert_output --partial "L2 table offset 0xffffffffff0000 lies past the end of the file"
+    # still listed: only the corrupt bit was set, as qemu does
+    run -0 qnames a.qcow2
+    assert_output "$(printf '1 s1\n2 s2')"
+    run -1 qimg snapshot -d s2 a.qcow2
+    assert_output --partial "Image is corrupt; cannot be opened read/write"
 }
 
 @test "options: actions cannot be mixed, -U only lists, --output only with -l" {

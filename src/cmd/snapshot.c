@@ -43,8 +43,8 @@ static const struct poptOption options[] = {
     { "rename", 0, POPT_ARG_STRING, NULL, 'r',
       "rename snapshot OLD (id or name) to NEW; NEW comes before FILE", "OLD NEW" },
     { "force", 0, POPT_ARG_NONE, NULL, 'F',
-      "take the first of several snapshots a name matches (as qemu-img does), "
-      "or create a snapshot whose name is already used", NULL },
+      "accept a name that is already used or matches several snapshots (as qemu-img)",
+      NULL },
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U',
       "open an image another process holds (only with -l)", NULL },
     { "quiet", 'q', POPT_ARG_NONE, NULL, 'q', "quiet mode (there is nothing else to say)", NULL },

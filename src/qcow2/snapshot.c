@@ -214,6 +214,7 @@ struct walk {
     uint64_t start, n;          /* the pending run, in clusters */
     uint64_t done, limit;       /* runs applied; stop after limit */
     uint64_t end;               /* file end, for checking offsets */
+    bool dry;                   /* only check every offset on the way */
 };
 
 #define WALK_STOP 1
@@ -226,6 +227,10 @@ static int walk_flush(struct walk *w)
         return 0;
     if (w->done == w->limit)
         return WALK_STOP;
+    if (w->dry) {
+        w->n = 0;
+        return 0;
+    }
     ret = qcow2_refcount_update(w->q, w->start << w->q->cluster_bits,
                                 w->n << w->q->cluster_bits, w->addend);
     if (ret < 0)
@@ -590,7 +595,7 @@ int qcow2_snapshot_apply(struct qcow2 *q, uint32_t idx)
         return ret;
     new_size = sn->has_disk_size ? sn->disk_size : q->meta.h.size;
     need = qcow2_l1_entries_for(q->cluster_bits, q->extl2, new_size);
-    if (need > QCOW2_MAX_L1_BYTES / 8 || (new_size & 511)) {
+    if (need > QCOW2_MAX_L1_BYTES / 8) {
         free(sl1);
         return qcow2_signal_corruption(q, "Snapshot %s has an invalid disk size %llu",
                                        sn->id, (unsigned long long)new_size);
@@ -609,7 +614,7 @@ int qcow2_snapshot_apply(struct qcow2 *q, uint32_t idx)
     be = malloc(new_l1_size * 8 + 8);
     if (!nl1 || !be) {
         ret = -ENOMEM;
-        goto out;
+        goto undo;
     }
     for (uint32_t i = 0; i < sn->l1_size; i++)
         nl1[i] = sl1[i] & ~QCOW_OFLAG_COPIED;
@@ -623,7 +628,7 @@ int qcow2_snapshot_apply(struct qcow2 *q, uint32_t idx)
         int64_t r = qcow2_alloc_clusters(q, qcow2_size_to_clusters(q, new_l1_size * 8));
         if (r < 0) {
             ret = (int)r;
-            goto out;
+            goto undo;
         }
         l1_off = (uint64_t)r;
     }
@@ -673,6 +678,16 @@ out:
     free(nl1);
     free(sl1);
     return ret;
+
+undo:
+    /* nothing points at the new references yet: take them back */
+    {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "%s", err_msg(ret));
+        change_refs(q, sl1, sn->l1_size, -1);
+        ret = err_set(ret, "%s", msg);
+    }
+    goto out;
 }
 
 int qcow2_snapshot_delete(struct qcow2 *q, uint32_t idx)
@@ -685,8 +700,15 @@ int qcow2_snapshot_delete(struct qcow2 *q, uint32_t idx)
     ret = prepare(q);
     if (ret == 0)
         ret = read_sn_l1(q, &gone, &sl1);
-    if (ret < 0)
+    if (ret == 0) {
+        /* what it points at must be sound before it leaves the table */
+        struct walk w = { .q = q, .limit = UINT64_MAX, .end = file_end(q), .dry = true };
+        ret = walk_l1(&w, sl1, gone.l1_size);
+    }
+    if (ret < 0) {
+        free(sl1);
         return ret;
+    }
     /* 1. the table without it */
     if (n) {
         sn = xzalloc((size_t)n * sizeof(*sn));
