@@ -327,8 +327,12 @@ int cmd_snapshot(int argc, const char **argv)
         break;
     }
     ret = blk_close(b);
-    if (ret < 0 && rc == 0)
-        rc = error("Could not %s snapshot '%s': %s", verb(c.action), c.arg, err_msg(ret));
+    if (ret < 0 && rc == 0) {
+        if (c.action == ACT_LIST || c.action == ACT_NONE)
+            rc = error("Could not close '%s': %s", file, err_msg(ret));
+        else
+            rc = error("Could not %s snapshot '%s': %s", verb(c.action), c.arg, err_msg(ret));
+    }
     if (rc == 0 && c.action != ACT_LIST && c.action != ACT_NONE) {
         /* verify: the shared checker runs here */
     }
