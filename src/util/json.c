@@ -20,11 +20,51 @@ static void indent(struct json *j)
         fputs("    ", j->f);
 }
 
+/*
+ * One code point of (modified) UTF-8 at s, as qemu decodes it before
+ * quoting: -1 for a byte sequence that is not a valid character. *len is
+ * how many bytes it took.
+ */
+static int32_t utf8_codepoint(const unsigned char *s, size_t *len)
+{
+    static const int32_t min_cp[] = { 0x80, 0x800, 0x10000, 0x200000, 0x4000000 };
+    unsigned n = 0, i;
+    int32_t cp;
+
+    *len = 1;
+    if (s[0] < 0x80)
+        return s[0];
+    if (s[0] >= 0xfe || !(s[0] & 0x40))
+        return -1;              /* 0xfe, 0xff, or a stray continuation byte */
+    for (unsigned mask = 0x80; s[0] & mask; mask >>= 1)
+        n++;
+    cp = s[0] & ((0x80 >> n) - 1);
+    for (i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            *len = i;
+            return -1;          /* continuation byte missing */
+        }
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    *len = n;
+    if (cp > 0x10ffff || (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe ||
+        (cp >= 0xd800 && cp <= 0xdfff) || (cp < min_cp[n - 2] && !(cp == 0 && n == 2)))
+        return -1;              /* out of range, noncharacter, surrogate, overlong */
+    return cp;
+}
+
+/* Quote s as qemu does: every character outside printable ASCII as \uXXXX. */
 static void put_string(FILE *f, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t len;
+
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
+    while (*p) {
+        int32_t cp = utf8_codepoint(p, &len);
+
+        p += len;
+        switch (cp) {
         case '"': fputs("\\\"", f); break;
         case '\\': fputs("\\\\", f); break;
         case '\b': fputs("\\b", f); break;
@@ -33,10 +73,15 @@ static void put_string(FILE *f, const char *s)
         case '\r': fputs("\\r", f); break;
         case '\t': fputs("\\t", f); break;
         default:
-            if (*p < 0x20 || *p == 0x7f)
-                fprintf(f, "\\u%04x", *p);
+            if (cp < 0)
+                cp = 0xfffd;    /* the replacement character */
+            if (cp > 0xffff)
+                fprintf(f, "\\u%04X\\u%04X", (unsigned)(0xd800 + ((cp - 0x10000) >> 10)),
+                        (unsigned)(0xdc00 + ((cp - 0x10000) & 0x3ff)));
+            else if (cp < 0x20 || cp >= 0x7f)
+                fprintf(f, "\\u%04X", (unsigned)cp);
             else
-                fputc(*p, f);
+                fputc(cp, f);
         }
     }
     fputc('"', f);
