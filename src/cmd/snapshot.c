@@ -240,8 +240,8 @@ int cmd_snapshot(int argc, const char **argv)
     struct snap_ctx c = { 0 };
     const struct cmd_spec spec = {
         .name = "snapshot",
-        .synopsis = "[-q] [-f fmt] [--output=human|json] [--force] [-U]\n"
-                    "        [-l | -c NAME | -a NAME | -d NAME | --rename OLD NEW] FILE",
+        .synopsis = "[-q] [-f fmt] [--output=human|json] [--force] "
+                    "[-l | -c NAME | -a NAME | -d NAME | --rename OLD NEW] FILE",
         .summary = "List, create, apply (revert to), delete or rename the internal snapshots "
                    "of a qcow2 image.\nWithout an action, only opens the image (as qemu-img).",
         .opts = options,
