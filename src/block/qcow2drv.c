@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../qcow2/crypto.h"
 #include "../qcow2/qcow2.h"
 #include "block.h"
 
@@ -84,6 +85,12 @@ static int drv_close(struct blk *b)
     return qcow2_close(q);
 }
 
+static int drv_set_key(struct blk *b, const struct blk_key *key, bool need)
+{
+    return qcow2_set_key(b->priv, key ? key->format : NULL, key ? key->secret : NULL,
+                         key ? key->len : 0, need);
+}
+
 const struct blk_driver blk_qcow2_driver = {
     .name = "qcow2",
     .probe = qcow2_probe,
@@ -95,4 +102,5 @@ const struct blk_driver blk_qcow2_driver = {
     .block_status = drv_block_status,
     .flush = drv_flush,
     .close = drv_close,
+    .set_key = drv_set_key,
 };
