@@ -113,6 +113,11 @@ qemu_msg() {
     # reads that start and end inside sectors (and clusters) see the same
     run -0 "$CRYPT" x.qcow2 abc odd.raw 99999
     cmp ref.raw odd.raw
+    # preallocated clusters read as the decryption of what is on disk (zeros
+    # here), as in qemu: a resize with preallocation=metadata makes some
+    qemu-img resize -q --object secret,id=sec0,data=abc --preallocation=metadata \
+        --image-opts driver=qcow2,file.filename=x.qcow2,encrypt.key-secret=sec0 5M
+    same_as_qemu x.qcow2 abc
     # and the default really is aes-256-xts-plain64 with sha256
     run -0 "$CRYPT" info x.qcow2
     [ "$(jq -r '[."cipher-alg", ."cipher-mode", ."ivgen-alg", ."hash-alg"] | join(" ")' \

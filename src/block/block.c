@@ -94,7 +94,7 @@ int blk_open(struct blk **out, const char *filename, const char *fmt, int flags)
 int blk_open_key(struct blk **out, const char *filename, const char *fmt, int flags,
                  const struct blk_key *key)
 {
-    bool given = key && (key->secret || key->format);
+    bool given = key && (key->key_secret || key->format);
     struct blk *b;
     int ret;
 
@@ -104,7 +104,7 @@ int blk_open_key(struct blk **out, const char *filename, const char *fmt, int fl
     if (!b->drv->set_key) {
         if (given)
             ret = err_set(-EINVAL, "Block format '%s' does not support the option '%s'",
-                          b->drv->name, key->secret ? "encrypt.key-secret" : "encrypt.format");
+                          b->drv->name, key->key_secret ? "encrypt.key-secret" : "encrypt.format");
     } else if (given || (flags & BLK_NEED_KEY)) {
         ret = b->drv->set_key(b, key, flags & BLK_NEED_KEY);
     }

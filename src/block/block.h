@@ -30,14 +30,16 @@ enum {
 
 /*
  * The key of an encrypted image, from --object secret + --image-opts (see
- * src/util/secret.h): the passphrase bytes (secret_lookup_passphrase),
- * and encrypt.format when given ("luks"/"aes", checked against the image).
- * Borrowed: the block layer keeps no pointer to it after blk_open_key.
+ * src/util/secret.h). The secret is looked up only when the image turns
+ * out to be encrypted, as qemu does (a plain image ignores key-secret, even
+ * one naming no secret). Borrowed: nothing keeps a pointer to it after
+ * blk_open_key returns.
  */
+struct secret_store;
 struct blk_key {
-    const uint8_t *secret;      /* NULL: no key-secret given */
-    size_t len;
-    const char *format;         /* NULL: not given */
+    const struct secret_store *secrets;
+    const char *key_secret;     /* encrypt.key-secret: a secret id, or NULL */
+    const char *format;         /* encrypt.format ("luks"/"aes"), or NULL */
 };
 
 /* block_status answers */

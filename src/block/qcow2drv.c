@@ -7,6 +7,7 @@
 
 #include "../qcow2/crypto.h"
 #include "../qcow2/qcow2.h"
+#include "../util/secret.h"
 #include "block.h"
 
 static int qcow2_probe(const uint8_t *buf, size_t len)
@@ -87,8 +88,17 @@ static int drv_close(struct blk *b)
 
 static int drv_set_key(struct blk *b, const struct blk_key *key, bool need)
 {
-    return qcow2_set_key(b->priv, key ? key->format : NULL, key ? key->secret : NULL,
-                         key ? key->len : 0, need);
+    struct qcow2 *q = b->priv;
+    const uint8_t *pass = NULL;
+    size_t len = 0;
+    int ret;
+
+    ret = qcow2_crypto_check_format(q, key ? key->format : NULL);
+    if (ret == 0 && q->meta.h.crypt_method && key && key->key_secret)
+        ret = secret_lookup_passphrase(key->secrets, key->key_secret, &pass, &len);
+    if (ret == 0)
+        ret = qcow2_set_key(q, pass, len, need);
+    return ret;
 }
 
 const struct blk_driver blk_qcow2_driver = {

@@ -397,23 +397,28 @@ out:
     return check ? 0 : ret;
 }
 
-int qcow2_set_key(struct qcow2 *q, const char *format, const uint8_t *secret, size_t len,
-                  bool need)
+int qcow2_crypto_check_format(struct qcow2 *q, const char *format)
+{
+    int hm = (int)q->meta.h.crypt_method;
+
+    if (!format)
+        return 0;
+    if (!hm)
+        return err_set(-EINVAL, "No encryption in image header, but options specified "
+                       "format '%s'", format);
+    if (strcmp(format, method_name(hm)))
+        return err_set(-EINVAL, "Header reported '%s' encryption format but options "
+                       "specify '%s'", method_name(hm), format);
+    return 0;
+}
+
+int qcow2_set_key(struct qcow2 *q, const uint8_t *secret, size_t len, bool need)
 {
     struct qcow2_crypto *c = q->crypto;
     uint8_t key[64];
     size_t klen;
     int ret;
 
-    if (format) {
-        int hm = (int)q->meta.h.crypt_method;
-        if (!hm)
-            return err_set(-EINVAL, "No encryption in image header, but options specified "
-                           "format '%s'", format);
-        if (strcmp(format, method_name(hm)))
-            return err_set(-EINVAL, "Header reported '%s' encryption format but options "
-                           "specify '%s'", method_name(hm), format);
-    }
     if (!c)
         return 0;                   /* qemu ignores a key for a plain image */
     if (!secret)

@@ -36,12 +36,14 @@
  *   makes a keyless open of an encrypted image fail as qemu-img's does
  *   ("Parameter 'encrypt.key-secret' is required for cipher"). A command:
  *     struct secret_store secrets = {0};     (src/util/secret.h)
- *     --object ARG  -> secret_object_add(&secrets, ARG)
+ *     --object ARG  -> secret_object_add(&secrets, ARG)  (error: print
+ *                      err_msg(ret); "--object help" -> secret_object_help)
  *     --image-opts  -> imageopts_parse(NAME, &io); filename = io.filename,
- *                      fmt = io.driver; if io.key_secret:
- *                      secret_lookup_passphrase(&secrets, io.key_secret, &k, &n)
+ *                      fmt = io.driver
  *     blk_open_key(&b, filename, fmt, flags | BLK_NEED_KEY,
- *                  &(struct blk_key){ k, n, io.encrypt_format });
+ *                  &(struct blk_key){ &secrets, io.key_secret,
+ *                                     io.encrypt_format });
+ *       (the secret is looked up only if the image is encrypted, as qemu)
  *     errors: cmd_open_error(NAME, ret) where NAME is the whole
  *     --image-opts string, as qemu-img names it;
  *     secret_store_free(&secrets) at the end.
@@ -60,11 +62,14 @@
  *   merged with the sectors on disk (read, decrypt, patch), so for a newly
  *   allocated cluster pass the COW regions in the same or earlier calls.
  *   qcow2_crypto_encrypt() does the same in place for aligned buffers.
- *   Zero clusters need nothing (zero flags are metadata), but
- *   preallocation=falloc/full of an encrypted image must not expose
- *   "zeros": qemu leaves such clusters unallocated-as-zero in L2.
- *   write_compressed on an encrypted image: refuse (-ENOTSUP, qemu says
- *   "Compression not supported for this file format" at convert -c).
+ *   Zero clusters need nothing (zero flags are metadata). Preallocated
+ *   clusters of an encrypted image are not encrypted zeros in qemu 7.2:
+ *   they read back as the decryption of whatever is on disk (qimg reads
+ *   them the same way, see crypto.bats).
+ *   write_compressed on an encrypted image: refuse (-ENOTSUP; qemu-io's
+ *   'write -c' fails with EIO, and qemu-img convert -c to an encrypted
+ *   target says "Compression and encryption not supported at the same
+ *   time" before writing anything).
  *
  * create (src/qcow2/create.c, to do at merge): for encrypt.format=luks
  *     struct luks_create_opts lo;
@@ -243,14 +248,14 @@ struct qcow2_crypto;
 
 /* At open: LUKS header parsed and checked (tolerant when check is set). */
 int qcow2_crypto_open(struct qcow2 *q, bool check);
+/* encrypt.format given with --image-opts (NULL: none) against the header. */
+int qcow2_crypto_check_format(struct qcow2 *q, const char *format);
 /*
  * Unlock with a passphrase (qemu's use of a secret, see
- * secret_lookup_passphrase). format: encrypt.format from --image-opts, or
- * NULL. secret NULL: fails only when need is set. Unencrypted images
- * ignore the key, as qemu does.
+ * secret_lookup_passphrase). secret NULL: fails only when need is set.
+ * Unencrypted images ignore the key, as qemu does.
  */
-int qcow2_set_key(struct qcow2 *q, const char *format, const uint8_t *secret, size_t len,
-                  bool need);
+int qcow2_set_key(struct qcow2 *q, const uint8_t *secret, size_t len, bool need);
 /* Has the image a usable key (or no encryption at all)? */
 bool qcow2_crypto_ready(const struct qcow2 *q);
 /* The LUKS header of a LUKS image, else NULL (for info). */

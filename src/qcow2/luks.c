@@ -160,8 +160,8 @@ int luks_header_parse(const uint8_t *buf, size_t len, uint64_t area_len, struct 
         uint64_t len1 = slot_sectors(h, s->stripes);
 
         if (s->stripes != LUKS_STRIPES)
-            return err_set(-EINVAL, "Keyslot %d is corrupted (stripes %u != %d)", i,
-                           s->stripes, LUKS_STRIPES);
+            return err_set(-EINVAL, "Keyslot %d is corrupted (stripes %d != %d)", i,
+                           (int)s->stripes, LUKS_STRIPES);     /* signed, as qemu */
         if (s->active != LUKS_SLOT_ACTIVE && s->active != LUKS_SLOT_INACTIVE)
             return err_set(-EINVAL, "Keyslot %d state (active/disable) is corrupted", i);
         if (s->active == LUKS_SLOT_ACTIVE && s->iterations == 0)

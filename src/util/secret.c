@@ -394,7 +394,8 @@ int secret_lookup(const struct secret_store *s, const char *id, const uint8_t **
     return err_set(-ENOENT, "No secret with id '%s'", id);
 }
 
-/* Strict UTF-8: no overlongs, surrogates or code points past U+10FFFF. */
+/* Strict UTF-8 (g_utf8_validate with a length): no NUL bytes, overlongs,
+ * surrogates or code points past U+10FFFF. */
 static bool utf8_valid(const uint8_t *p, size_t len)
 {
     size_t i = 0;
@@ -404,6 +405,8 @@ static bool utf8_valid(const uint8_t *p, size_t len)
         uint32_t cp;
         unsigned n;
 
+        if (c == 0)
+            return false;       /* as glib: NUL bytes are not valid here */
         if (c < 0x80) {
             i++;
             continue;

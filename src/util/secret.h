@@ -52,8 +52,8 @@ int secret_lookup(const struct secret_store *s, const char *id,
                   const uint8_t **data, size_t *len);
 /*
  * The secret as a passphrase, the way qemu uses one for qcow2 AES and LUKS:
- * it must be valid UTF-8 ("Data from secret ID is not valid UTF-8"), and it
- * ends at its first NUL byte (qemu takes strlen of it).
+ * it must be valid UTF-8 without NUL bytes ("Data from secret ID is not
+ * valid UTF-8").
  */
 int secret_lookup_passphrase(const struct secret_store *s, const char *id,
                              const uint8_t **data, size_t *len);
