@@ -32,7 +32,9 @@
  *   for info); qcow2_close() calls qcow2_crypto_free(q->crypto).
  *
  * key (block layer, done): blk_open_key() in block.c passes a struct
- *   blk_key to the qcow2 driver, which calls qcow2_set_key(); BLK_NEED_KEY
+ *   blk_key to the qcow2 driver, which checks encrypt.format
+ *   (qcow2_crypto_check_format), looks the secret up when the image is
+ *   encrypted and calls qcow2_set_key(); BLK_NEED_KEY
  *   makes a keyless open of an encrypted image fail as qemu-img's does
  *   ("Parameter 'encrypt.key-secret' is required for cipher"). A command:
  *     struct secret_store secrets = {0};     (src/util/secret.h)
@@ -78,23 +80,26 @@
  *        qemu's messages;
  *     luks_create(&lo, pass, pass_len, &hdr, &hdr_len)   hdr_len bytes;
  *     allocate DIV_ROUND_UP(hdr_len, cluster_size) clusters right after the
- *     L1 table (qemu: cluster 4 of a fresh image with 64 KiB clusters, i.e.
- *     header, reftable, refblock, L1, LUKS), write hdr there (it already
+ *     L1 table (qemu: cluster 4 of a fresh image, whatever the cluster
+ *     size: header, reftable, refblock, L1, LUKS), write hdr there (it already
  *     holds the zeros of the unused slots; zero the rest of the last
  *     cluster), set crypt_method = 2 and the crypto header extension
  *     (offset, length = hdr_len); free hdr with luks_free_buf(hdr, hdr_len).
  *   For encrypt.format=aes: crypt_method = 1, nothing else on disk.
  *   "encryption=on" is qemu's deprecated alias of encrypt.format=aes.
- *   A missing key secret: "Parameter 'encrypt.key-secret' is required for
- *   cipher".
+ *   A missing key secret: qemu-img prints its Formatting line, then fails
+ *   with "FILE: Parameter 'encrypt.key-secret' is required for cipher".
+ *   qimg's iteration counts come out lower than qemu's for the same
+ *   iter-time: OpenSSL's PBKDF2 is slower than qemu's nettle, and the
+ *   count is measured on the code that will unlock the image.
  *
  * info (to do at merge): "encrypted: yes" when crypt_method != 0; the
  *   format-specific "encrypt" object from qcow2_crypto_luks(q) (NULL for
  *   AES: only "format": "aes"). Keys in qemu's order: ivgen-alg, hash-alg,
  *   cipher-alg, uuid, ivgen-hash-alg (essiv only), format, cipher-mode,
- *   slots [active, iters + stripes when active, key-offset in bytes... in
- *   order active, iters, key-offset, stripes], payload-offset (bytes),
- *   master-key-iters. Names: crypt_alg_name(), crypt_mode_name(),
+ *   slots (each: active; iters if active; key-offset in bytes; stripes if
+ *   active), payload-offset (bytes), master-key-iters; tests/unit/crypt.c
+ *   "info" prints exactly that. Names: crypt_alg_name(), crypt_mode_name(),
  *   crypt_ivgen_name(), crypt_hash_name(). With --image-opts and a key
  *   secret, qemu names the image imageopts_display_name() (json:{...}).
  *
