@@ -349,6 +349,11 @@ qemu_msg() {
     cp base.qcow2 t.qcow2; poke_be64 t.qcow2 "$E" $((1 << 40))
     run -1 --separate-stderr "$CRYPT" t.qcow2 abc out.raw
     [[ "$stderr" == *"lies outside the image" ]]
+    # an encryption header pointer in an AES image
+    cp "$BATS_FILE_TMPDIR/aes.qcow2" t.qcow2
+    poke t.qcow2 $(peek_be32 t.qcow2 100) 0537be770000001000000000000400000000000000001000
+    run -1 --separate-stderr "$CRYPT" t.qcow2 abc out.raw
+    [ "$stderr" = "crypt: $(qemu_msg t.qcow2)" ]
 }
 
 @test "random damage to the LUKS header never crashes the parser or the unlock" {

@@ -355,12 +355,9 @@ int qcow2_crypto_open(struct qcow2 *q, bool check)
     uint64_t fsize;
     int ret;
 
-    if (m->has_crypto_ext && m->h.crypt_method != QCOW_CRYPT_LUKS) {
-        if (check)
-            return 0;
+    if (m->has_crypto_ext && m->h.crypt_method != QCOW_CRYPT_LUKS && !check)
         return err_set(-EINVAL, "CRYPTO header extension only expected with LUKS "
                        "encryption method");
-    }
     if (!m->h.crypt_method)
         return 0;
     c = xzalloc(sizeof(*c));
