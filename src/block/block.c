@@ -91,6 +91,31 @@ int blk_open(struct blk **out, const char *filename, const char *fmt, int flags)
     return blk_open_depth(out, filename, fmt, flags, 0);
 }
 
+int blk_open_key(struct blk **out, const char *filename, const char *fmt, int flags,
+                 const struct blk_key *key)
+{
+    bool given = key && (key->key_secret || key->format);
+    struct blk *b;
+    int ret;
+
+    ret = blk_open_depth(&b, filename, fmt, flags, 0);
+    if (ret < 0)
+        return ret;
+    if (!b->drv->set_key) {
+        if (given)
+            ret = err_set(-EINVAL, "Block format '%s' does not support the option '%s'",
+                          b->drv->name, key->key_secret ? "encrypt.key-secret" : "encrypt.format");
+    } else if (given || (flags & BLK_NEED_KEY)) {
+        ret = b->drv->set_key(b, key, flags & BLK_NEED_KEY);
+    }
+    if (ret < 0) {
+        blk_close(b);
+        return ret;
+    }
+    *out = b;
+    return 0;
+}
+
 int blk_close(struct blk *b)
 {
     int ret = 0, r;

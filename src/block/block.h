@@ -22,6 +22,24 @@ enum {
     BLK_NO_BACKING = 1 << 1,    /* do not open backing files */
     BLK_CHECK = 1 << 2,         /* opened for check/repair: tolerate damage */
     BLK_NOLOCK = 1 << 3,        /* -U */
+    /* The caller will read or write guest data: opening an encrypted image
+     * without its key fails now, as qemu-img's open does, rather than at
+     * the first read (info and check leave it out). */
+    BLK_NEED_KEY = 1 << 4,
+};
+
+/*
+ * The key of an encrypted image, from --object secret + --image-opts (see
+ * src/util/secret.h). The secret is looked up only when the image turns
+ * out to be encrypted, as qemu does (a plain image ignores key-secret, even
+ * one naming no secret). Borrowed: nothing keeps a pointer to it after
+ * blk_open_key returns.
+ */
+struct secret_store;
+struct blk_key {
+    const struct secret_store *secrets;
+    const char *key_secret;     /* encrypt.key-secret: a secret id, or NULL */
+    const char *format;         /* encrypt.format ("luks"/"aes"), or NULL */
 };
 
 /* block_status answers */
@@ -55,6 +73,9 @@ struct blk_driver {
                         uint64_t *map, int *flags);
     int (*flush)(struct blk *b);
     int (*close)(struct blk *b);
+    /* Unlock an encrypted image (key may be NULL: then fail only if need);
+     * NULL for formats without encryption. */
+    int (*set_key)(struct blk *b, const struct blk_key *key, bool need);
 };
 
 struct blk {
@@ -78,6 +99,9 @@ int blk_probe(const char *filename, const struct blk_driver **drv);
  */
 int blk_open(struct blk **out, const char *filename, const char *fmt, int flags);
 int blk_open_depth(struct blk **out, const char *filename, const char *fmt, int flags, int depth);
+/* blk_open, then unlock the image with key (may be NULL; see BLK_NEED_KEY). */
+int blk_open_key(struct blk **out, const char *filename, const char *fmt, int flags,
+                 const struct blk_key *key);
 int blk_close(struct blk *b);
 int blk_read(struct blk *b, uint64_t off, void *buf, size_t len);
 int blk_write(struct blk *b, uint64_t off, const void *buf, size_t len);

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../qcow2/crypto.h"
 #include "../qcow2/qcow2.h"
+#include "../util/secret.h"
 #include "block.h"
 
 static int qcow2_probe(const uint8_t *buf, size_t len)
@@ -84,6 +86,21 @@ static int drv_close(struct blk *b)
     return qcow2_close(q);
 }
 
+static int drv_set_key(struct blk *b, const struct blk_key *key, bool need)
+{
+    struct qcow2 *q = b->priv;
+    const uint8_t *pass = NULL;
+    size_t len = 0;
+    int ret;
+
+    ret = qcow2_crypto_check_format(q, key ? key->format : NULL);
+    if (ret == 0 && q->meta.h.crypt_method && key && key->key_secret)
+        ret = secret_lookup_passphrase(key->secrets, key->key_secret, &pass, &len);
+    if (ret == 0)
+        ret = qcow2_set_key(q, pass, len, need);
+    return ret;
+}
+
 const struct blk_driver blk_qcow2_driver = {
     .name = "qcow2",
     .probe = qcow2_probe,
@@ -95,4 +112,5 @@ const struct blk_driver blk_qcow2_driver = {
     .block_status = drv_block_status,
     .flush = drv_flush,
     .close = drv_close,
+    .set_key = drv_set_key,
 };

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../block/block.h"
+#include "crypto.h"
 #include "qcow2.h"
 
 /* The L2 table for guest offset off: offset 0 when unallocated. */
@@ -251,10 +252,18 @@ int qcow2_read(struct qcow2 *q, uint64_t off, void *buf, size_t len)
             ret = 0;
             break;
         case QCOW2_C_NORMAL:
-            ret = qfile_pread_pad(q->data_file, p, n, m.host);
+            if (q->meta.h.crypt_method)
+                ret = qcow2_crypto_read(q, off, m.host, p, n);
+            else
+                ret = qfile_pread_pad(q->data_file, p, n, m.host);
             break;
         case QCOW2_C_COMPRESSED:
-            ret = read_compressed(q, m.host, qcow2_offset_in_cluster(q, off), p, n);
+            if (q->meta.h.crypt_method)
+                ret = err_set(-ENOTSUP, "Compressed cluster at guest offset %#llx in an "
+                              "encrypted image: qcow2 does not allow compression with "
+                              "encryption", (unsigned long long)off);
+            else
+                ret = read_compressed(q, m.host, qcow2_offset_in_cluster(q, off), p, n);
             break;
         }
         if (ret < 0)

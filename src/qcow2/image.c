@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../block/block.h"
+#include "crypto.h"
 #include "qcow2.h"
 
 #define L2_CACHE_MAX_BYTES (1024 * 1024)
@@ -236,6 +237,10 @@ int qcow2_open_blk(struct qcow2 **out, struct blk *self, struct qfile *f, int fl
         ret = load_snapshots(q, file_size, check);
         if (ret < 0)
             goto fail;
+        /* The LUKS header is plaintext: read and check it without a key. */
+        ret = qcow2_crypto_open(q, check);
+        if (ret < 0)
+            goto fail;
     }
 
     {
@@ -312,6 +317,7 @@ int qcow2_close(struct qcow2 *q)
     free(q->l1);
     free(q->reftable);
     qcow2_snapshots_free(q->snapshots, q->nb_snapshots);
+    qcow2_crypto_free(q->crypto);
     qcow2_meta_free(&q->meta);
     if (q->file) {
         r = qfile_close(q->file);

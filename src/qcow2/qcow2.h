@@ -91,6 +91,7 @@ struct qcow2_snapshot {
 };
 
 struct qcow2_cache;
+struct qcow2_crypto;
 
 struct qcow2 {
     struct qfile *file;
@@ -132,6 +133,10 @@ struct qcow2 {
 
     struct blk *backing;        /* opened backing file, or NULL */
     bool header_dirty;
+
+    /* Encrypted images (crypto.h): the LUKS header, and the cipher once a
+     * key is set; NULL when crypt_method is 0. */
+    struct qcow2_crypto *crypto;
 };
 
 /* ---- header.c ------------------------------------------------------- */
