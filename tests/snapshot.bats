@@ -698,7 +698,7 @@ crash_at() {
     assert_output ""
     assert_equal "$(file_sum a.qcow2)" "$sum"
     run -0 qimg snapshot --help
-    assert_line --index 0 --partial "snapshot [-q] [-f fmt] [--output=human|json] [--force] [-U]"
+    assert_line --index 0 --partial "snapshot [-q] [-f fmt] [--output=human|json] [--force] [-l | -c NAME"
 }
 
 @test "raw images have no snapshots: -l prints nothing, -c is not supported" {
