@@ -128,6 +128,16 @@ void opts_free(struct opts *o);
 /* on/off/true/false/yes/no; -EINVAL otherwise. */
 int parse_bool(const char *s, bool *out);
 
+/* ---- progress.c ---------------------------------------------------- */
+/* qemu-img's "    (12.34/100%)" line on stderr, only when it is a terminal. */
+struct progress {
+    bool on;
+    double shown;   /* last percentage printed */
+};
+void progress_init(struct progress *p, bool enabled);
+void progress_update(struct progress *p, uint64_t done, uint64_t total);
+void progress_end(struct progress *p);      /* prints 100% and the newline */
+
 /* ---- misc ----------------------------------------------------------- */
 void *xzalloc(size_t n);        /* calloc that returns NULL on n == 0 too */
 char *xstrdup(const char *s);
