@@ -444,7 +444,14 @@ int64_t qcow2_alloc_bytes(struct qcow2 *q, uint64_t len)
     if (!len || len > cs)
         return err_set(-EINVAL, "compressed allocation of %llu bytes", (unsigned long long)len);
     if (fbo && (fbo & (cs - 1))) {
-        uint64_t cluster = fbo >> q->cluster_bits;
+        uint64_t cluster = fbo >> q->cluster_bits, frc;
+        /* A cluster packed full of references (refcount_bits=1 allows one)
+         * takes no more: start a new one, as qemu does. */
+        ret = qcow2_refcount_get(q, cluster, &frc);
+        if (ret < 0)
+            return ret;
+        if (frc >= q->refcount_max)
+            goto new_cluster;
         if ((fbo & (cs - 1)) + len <= cs) {
             ret = qcow2_refcount_update(q, fbo, 1, 1);
             if (ret < 0)
@@ -473,6 +480,7 @@ int64_t qcow2_alloc_bytes(struct qcow2 *q, uint64_t len)
             }
         }
     }
+new_cluster:
     off = qcow2_alloc_clusters(q, 1);
     if (off < 0)
         return off;
