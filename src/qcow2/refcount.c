@@ -382,6 +382,10 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t offset, uint64_t length, int
             if (v == 0) {
                 if (c < q->free_cluster_hint)
                     q->free_cluster_hint = c;
+                /* A freed cluster may be reused for anything: stop packing
+                 * compressed data into it. */
+                if (q->free_byte_offset >> q->cluster_bits == c)
+                    q->free_byte_offset = 0;
                 qcow2_cache_discard(q->l2_cache, c << q->cluster_bits);
                 if ((c << q->cluster_bits) != off)
                     qcow2_cache_discard(q->rc_cache, c << q->cluster_bits);
