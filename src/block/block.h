@@ -23,6 +23,7 @@ enum {
     BLK_NO_BACKING = 1 << 1,    /* do not open backing files */
     BLK_CHECK = 1 << 2,         /* opened for check/repair: tolerate damage */
     BLK_NOLOCK = 1 << 3,        /* -U */
+    BLK_UNSAFE = 1 << 4,        /* no fsyncs (QF_UNSAFE): convert's new output */
 };
 
 /* block_status answers */

@@ -15,7 +15,8 @@ static int raw_open(struct blk *b, int flags, int depth)
     (void)depth;
     ret = qfile_open(&f, b->filename,
                      ((flags & BLK_RDWR) ? QF_RDWR : QF_RDONLY) |
-                     ((flags & BLK_NOLOCK) ? QF_NOLOCK : 0));
+                     ((flags & BLK_NOLOCK) ? QF_NOLOCK : 0) |
+                     ((flags & BLK_UNSAFE) ? QF_UNSAFE : 0));
     if (ret < 0)
         return ret;
     ret = qfile_size(f, &b->size);

@@ -61,6 +61,7 @@ struct qfile {
     int fd;
     char *name;
     bool writable;
+    bool unsafe;    /* QF_UNSAFE: flushes are no-ops */
 };
 
 enum {
@@ -70,6 +71,9 @@ enum {
     QF_TRUNC = 1 << 2,      /* truncate to zero */
     QF_EXCL = 1 << 3,       /* must not exist */
     QF_NOLOCK = 1 << 4,     /* -U: do not take or honour the image lock */
+    /* Never fsync: for an output nobody can use before the command ends
+     * (convert's, as qemu-img convert's cache=unsafe). */
+    QF_UNSAFE = 1 << 5,
 };
 
 int qfile_open(struct qfile **out, const char *name, int flags);
