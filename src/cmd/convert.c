@@ -12,6 +12,11 @@
  * next one; all writes happen in the main thread, in guest order, so the
  * output does not depend on the number of threads.
  *
+ * Like qemu-img convert (cache=unsafe) the output is never fsynced unless
+ * -t asks for it: until convert returns nobody can use it, and a crash
+ * leaves a half-copied image either way. Write errors, ENOSPC included,
+ * still fail the command.
+ *
  * Owns: the convert command line and its copy loop. Must not: write to an
  * input, or leave behind an output it created when it fails.
  */
@@ -31,7 +36,7 @@
 enum {
     OPT_QUIET = 1, OPT_PROGRESS, OPT_COMPRESS, OPT_FMT, OPT_OUT_FMT, OPT_OPTIONS,
     OPT_BACKING, OPT_BACKING_FMT, OPT_SPARSE, OPT_SNAPSHOT, OPT_NO_CREATE, OPT_THREADS,
-    OPT_SHARE, OPT_CACHE, OPT_TARGET_ZERO,
+    OPT_SHARE, OPT_CACHE, OPT_SRC_CACHE, OPT_TARGET_ZERO,
 };
 
 /* What happens to one granule of a chunk. */
@@ -63,6 +68,7 @@ struct pool {
 
 struct convert {
     bool quiet, progress, compress, no_create, force_share, target_zero;
+    bool safe;                  /* -t other than unsafe: fsync the output */
     const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
     char *optstr;
     uint64_t sparse;
@@ -102,7 +108,15 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_BACKING: c->backing = arg; break;
     case OPT_BACKING_FMT: c->backing_fmt = arg; break;
     case OPT_SNAPSHOT: c->snapshot = arg; break;
-    case OPT_CACHE: break;      /* accepted as qemu-img does; qimg has one mode */
+    case OPT_CACHE:
+        /* As qemu-img convert: the output is not synced unless asked for. */
+        if (strcmp(arg, "unsafe") && strcmp(arg, "writeback") && strcmp(arg, "none") &&
+            strcmp(arg, "directsync") && strcmp(arg, "writethrough"))
+            return error("Invalid cache option: %s", arg), -1;
+        c->safe = strcmp(arg, "unsafe") != 0;
+        break;
+    case OPT_SRC_CACHE:         /* inputs are only read: nothing to choose */
+        break;
     case OPT_OPTIONS: {
         /* Several -o add up, as in qemu-img. */
         size_t a = c->optstr ? strlen(c->optstr) : 0;
@@ -245,8 +259,9 @@ static int qcow2_create_simple(struct qfile *f, uint64_t size, const struct crea
     const uint64_t cs = 1ULL << co->cluster_bits;
     struct qcow2_meta m;
     struct qcow2 *q;
-    uint8_t *buf = xzalloc(3 * cs);
-    uint64_t l1_entries;
+    uint8_t *buf = xzalloc(cs);
+    uint64_t l1_entries, rb_bytes;
+    size_t hlen;
     int64_t l1;
     int ret;
 
@@ -272,11 +287,20 @@ static int qcow2_create_simple(struct qfile *f, uint64_t size, const struct crea
         free(buf);
         return err_set(ret, "The header does not fit in one cluster");
     }
-    put_be64(buf + cs, 2 * cs);                 /* refcount block at cluster 2 */
+    /* The file is empty: write the bytes in use, let the rest be a hole. */
+    hlen = (size_t)ret;
+    ret = qfile_truncate(f, 3 * cs);
+    if (ret == 0)
+        ret = qfile_pwrite(f, buf, hlen, 0);
+    put_be64(buf, 2 * cs);                      /* refcount block at cluster 2 */
+    if (ret == 0)
+        ret = qfile_pwrite(f, buf, 8, cs);
+    memset(buf, 0, 8);
     for (unsigned i = 0; i < 3; i++)            /* counts clusters 0, 1 and 2 */
-        qcow2_rb_set(&(struct qcow2){ .refcount_order = co->refcount_order },
-                     buf + 2 * cs, i, 1);
-    ret = qfile_pwrite(f, buf, 3 * cs, 0);
+        qcow2_rb_set(&(struct qcow2){ .refcount_order = co->refcount_order }, buf, i, 1);
+    rb_bytes = ALIGN_UP(3ULL << co->refcount_order, 64) / 8;
+    if (ret == 0)
+        ret = qfile_pwrite(f, buf, rb_bytes, 2 * cs);
     free(buf);
     if (ret < 0)
         return ret;
@@ -291,16 +315,19 @@ static int qcow2_create_simple(struct qfile *f, uint64_t size, const struct crea
         goto out;
     }
     if (l1_entries) {
-        uint64_t bytes = ALIGN_UP(l1_entries * 8, cs);
-        uint8_t *z = xzalloc(bytes);
+        uint64_t bytes = ALIGN_UP(l1_entries * 8, cs), fsize;
         l1 = qcow2_alloc_clusters(q, bytes / cs);
-        if (!z || l1 < 0) {
-            free(z);
-            ret = !z ? -ENOMEM : (int)l1;
+        if (l1 < 0) {
+            ret = (int)l1;
             goto out;
         }
-        ret = qfile_pwrite(f, z, bytes, (uint64_t)l1);
-        free(z);
+        /* A new image's L1 table lies at its end: zeros by extending it. */
+        ret = qfile_size(f, &fsize);
+        if (ret == 0 && fsize > (uint64_t)l1)
+            ret = err_set(-EIO, "the new L1 table at %#llx is not at the end of the file",
+                          (unsigned long long)l1);
+        if (ret == 0)
+            ret = qfile_truncate(f, (uint64_t)l1 + bytes);
         if (ret < 0)
             goto out;
         q->meta.h.l1_table_offset = (uint64_t)l1;
@@ -846,7 +873,8 @@ static int open_output(struct convert *c, const char **inputs)
         if (same_file(inputs[i], c->out_name))
             return error("Output file '%s' is also an input", c->out_name);
     if (c->no_create) {
-        ret = blk_open(&c->out, c->out_name, c->out_fmt, BLK_RDWR);
+        ret = blk_open(&c->out, c->out_name, c->out_fmt,
+                       BLK_RDWR | (c->safe ? 0 : BLK_UNSAFE));
         if (ret < 0)
             return cmd_open_error(c->out_name, ret);
         if (c->out->size < c->total)
@@ -893,7 +921,7 @@ static int open_output(struct convert *c, const char **inputs)
     }
 
     /* Lock first, then truncate: never empty a file someone else is using. */
-    ret = qfile_open(&f, c->out_name, QF_RDWR | QF_CREATE);
+    ret = qfile_open(&f, c->out_name, QF_RDWR | QF_CREATE | (c->safe ? 0 : QF_UNSAFE));
     if (ret < 0) {
         opts_free(&o);
         if (!err_has_msg(ret))
@@ -924,7 +952,7 @@ static int open_output(struct convert *c, const char **inputs)
                      err_msg(ret));
     /* A new image reads as zeros, unless a backing file shows through. */
     c->zero_init = !(qcow2 && co.backing_file);
-    ret = blk_open(&c->out, c->out_name, c->out_fmt, BLK_RDWR);
+    ret = blk_open(&c->out, c->out_name, c->out_fmt, BLK_RDWR | (c->safe ? 0 : BLK_UNSAFE));
     if (ret < 0)
         return cmd_open_error(c->out_name, ret);
     c->cmp = c->out->backing;
@@ -964,9 +992,9 @@ static const struct poptOption options[] = {
       "process holds them locked", NULL },
     { "target-is-zero", 0, POPT_ARG_NONE, NULL, OPT_TARGET_ZERO, "with -n: the output reads "
       "as zeros already", NULL },
-    { NULL, 't', POPT_ARG_STRING, NULL, OPT_CACHE, "cache mode of the output (accepted, "
-      "ignored)", "cache" },
-    { NULL, 'T', POPT_ARG_STRING, NULL, OPT_CACHE, "cache mode of the inputs (accepted, "
+    { NULL, 't', POPT_ARG_STRING, NULL, OPT_CACHE, "output cache mode: unsafe (default: no "
+      "fsync) or writeback, none... (fsync)", "cache" },
+    { NULL, 'T', POPT_ARG_STRING, NULL, OPT_SRC_CACHE, "cache mode of the inputs (accepted, "
       "ignored)", "src_cache" },
     QIMG_POPT_HELP,
     POPT_TABLEEND

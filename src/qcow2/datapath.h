@@ -37,8 +37,9 @@ int qcow2_write_compressed_run(struct qcow2 *q, uint64_t off, const struct qcow2
 
 /*
  * Read-only view of internal snapshot number idx (an index into
- * q->snapshots): its L1 table replaces the active one and the virtual size
- * becomes the snapshot's disk size. The image must be open read-only.
+ * q->snapshots): its L1 table replaces the active one; the virtual size
+ * stays the image's (as in qemu-img convert -l). The image must be open
+ * read-only.
  */
 int qcow2_snapshot_load_ro(struct qcow2 *q, uint32_t idx);
 
