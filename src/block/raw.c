@@ -24,6 +24,9 @@ static int raw_open(struct blk *b, int flags, int depth)
         qfile_close(f);
         return ret;
     }
+    /* qemu counts whole 512-byte sectors: a 70000-byte file is a 70144-byte
+     * disk whose tail reads as zeros (info, convert and compare agree). */
+    b->size = ALIGN_UP(b->size, 512);
     b->priv = f;
     return 0;
 }
