@@ -133,7 +133,7 @@ static int on_opt(int val, const char *arg, void *ctx)
         uint64_t v;
         if (parse_size(arg, &v) < 0) {
             error("Invalid buffer size for sparse output specified. You may use k, M, G, "
-                  "T, P or E suffixes for ");
+                  "T, P or E suffixes for");
             error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
             return -1;
         }
@@ -481,7 +481,7 @@ static int prepare_chunk(struct convert *c, struct chunk *ch)
         bool zero;
         ret = src_status(c, ch->o + pos, ch->n - pos, &pnum, &zero);
         if (ret < 0)
-            return error("error while reading block status at byte %llu: %s",
+            return error("error while reading block status at offset %llu: %s",
                          (unsigned long long)(ch->o + pos), err_msg(ret)), ret;
         if (zero) {
             uint64_t k0 = DIV_ROUND_UP(pos, g);
