@@ -3,6 +3,7 @@
  * writes it) and zstd, one cluster at a time. Pure buffer functions, safe
  * to call from several threads at once.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -71,31 +72,85 @@ int qcow2_decompress(struct qcow2 *q, const uint8_t *in, size_t in_len, uint8_t 
     return inflate_cluster(in, in_len, out, q->cluster_size);
 }
 
-ssize_t qcow2_compress(uint8_t type, const uint8_t *in, size_t len, uint8_t *out, size_t out_len)
+/* A compressor kept across clusters: setting up deflate's tables costs
+ * about as much as compressing a 64 KiB cluster, a reset almost nothing. */
+struct qcow2_zctx {
+    uint8_t type;
+    bool ready;
+    z_stream z;
+    ZSTD_CCtx *zstd;
+};
+
+struct qcow2_zctx *qcow2_zctx_new(uint8_t type)
 {
+    struct qcow2_zctx *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        return NULL;
+    c->type = type;
     if (type == QCOW2_COMPRESSION_ZSTD) {
-        size_t r = ZSTD_compress(out, out_len, in, len, ZSTD_CLEVEL_DEFAULT);
+        c->zstd = ZSTD_createCCtx();
+        if (!c->zstd) {
+            free(c);
+            return NULL;
+        }
+    } else {
+        if (deflateInit2(&c->z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
+                         Z_DEFAULT_STRATEGY) != Z_OK) {
+            free(c);
+            return NULL;
+        }
+    }
+    c->ready = true;
+    return c;
+}
+
+void qcow2_zctx_free(struct qcow2_zctx *c)
+{
+    if (!c)
+        return;
+    if (c->zstd)
+        ZSTD_freeCCtx(c->zstd);
+    else if (c->ready)
+        deflateEnd(&c->z);
+    free(c);
+}
+
+ssize_t qcow2_compress_ctx(struct qcow2_zctx *c, const uint8_t *in, size_t len, uint8_t *out,
+                           size_t out_len)
+{
+    if (c->type == QCOW2_COMPRESSION_ZSTD) {
+        size_t r = ZSTD_compressCCtx(c->zstd, out, out_len, in, len, ZSTD_CLEVEL_DEFAULT);
         if (ZSTD_isError(r) || r >= len)
             return 0;
         return (ssize_t)r;
     } else {
-        z_stream z;
+        z_stream *z = &c->z;
         ssize_t n;
         int ret;
 
-        memset(&z, 0, sizeof(z));
-        if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9,
-                         Z_DEFAULT_STRATEGY) != Z_OK)
-            return -ENOMEM;
-        z.next_in = (uint8_t *)in;
-        z.avail_in = (uInt)len;
-        z.next_out = out;
-        z.avail_out = (uInt)out_len;
-        ret = deflate(&z, Z_FINISH);
-        n = (ssize_t)(out_len - z.avail_out);
-        deflateEnd(&z);
+        if (deflateReset(z) != Z_OK)
+            return -EIO;
+        z->next_in = (uint8_t *)in;
+        z->avail_in = (uInt)len;
+        z->next_out = out;
+        z->avail_out = (uInt)out_len;
+        ret = deflate(z, Z_FINISH);
+        n = (ssize_t)(out_len - z->avail_out);
         if (ret != Z_STREAM_END || (size_t)n >= len)
             return 0;
         return n;
     }
+}
+
+ssize_t qcow2_compress(uint8_t type, const uint8_t *in, size_t len, uint8_t *out, size_t out_len)
+{
+    struct qcow2_zctx *c = qcow2_zctx_new(type);
+    ssize_t n;
+
+    if (!c)
+        return -ENOMEM;
+    n = qcow2_compress_ctx(c, in, len, out, out_len);
+    qcow2_zctx_free(c);
+    return n;
 }
