@@ -604,7 +604,7 @@ static int commit_chunk(struct convert *c, struct chunk *ch)
 
 /* ---- compression workers ------------------------------------------------- */
 
-static void compress_one(struct pool *p, struct chunk *ch, uint64_t k)
+static void compress_one(struct pool *p, struct qcow2_zctx *zc, struct chunk *ch, uint64_t k)
 {
     struct qcow2_zcluster *z = &ch->z[k];
     uint8_t *in = ch->buf + k * p->cs, *out = ch->zout + k * p->cs;
@@ -613,7 +613,7 @@ static void compress_one(struct pool *p, struct chunk *ch, uint64_t k)
     memset(z, 0, sizeof(*z));
     if (ch->cls[k] != G_DATA)
         return;
-    n = qcow2_compress(p->ctype, in, p->cs, out, p->cs);
+    n = zc ? qcow2_compress_ctx(zc, in, p->cs, out, p->cs) : -ENOMEM;
     if (n < 0) {
         ch->err = (int)n;
     } else if (n > 0) {
@@ -628,6 +628,7 @@ static void compress_one(struct pool *p, struct chunk *ch, uint64_t k)
 static void *worker(void *arg)
 {
     struct pool *p = arg;
+    struct qcow2_zctx *zc = qcow2_zctx_new(p->ctype);
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
@@ -641,12 +642,13 @@ static void *worker(void *arg)
         ch = p->job;
         k = ch->next++;
         pthread_mutex_unlock(&p->mu);
-        compress_one(p, ch, k);
+        compress_one(p, zc, ch, k);
         pthread_mutex_lock(&p->mu);
         if (++ch->ndone == ch->total)
             pthread_cond_broadcast(&p->done);
     }
     pthread_mutex_unlock(&p->mu);
+    qcow2_zctx_free(zc);
     return NULL;
 }
 
