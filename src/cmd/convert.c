@@ -613,7 +613,10 @@ static void compress_one(struct pool *p, struct qcow2_zctx *zc, struct chunk *ch
     memset(z, 0, sizeof(*z));
     if (ch->cls[k] != G_DATA)
         return;
-    n = zc ? qcow2_compress_ctx(zc, in, p->cs, out, p->cs) : -ENOMEM;
+    if (qcow2_compress_hopeless(in, p->cs))
+        n = 0;
+    else
+        n = zc ? qcow2_compress_ctx(zc, in, p->cs, out, p->cs) : -ENOMEM;
     if (n < 0) {
         ch->err = (int)n;
     } else if (n > 0) {
