@@ -20,7 +20,6 @@
  * Owns: the convert command line and its copy loop. Must not: write to an
  * input, or leave behind an output it created when it fails.
  */
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,6 +27,7 @@
 
 #include "../block/block.h"
 #include "../qcow2/datapath.h"
+#include "../util/pool.h"
 #include "cmd.h"
 
 #define CHUNK (2u << 20)
@@ -43,27 +43,22 @@ enum {
 enum { G_DATA, G_ZERO, G_SKIP };
 
 struct chunk {
+    struct convert *c;
     uint64_t o, n;              /* output range */
     uint8_t *buf;               /* source bytes (zero-padded to whole granules) */
     uint8_t *bbuf;              /* -B: what the output's backing file reads */
     uint8_t *cls;               /* G_* per granule */
     uint8_t *zst;               /* per granule: the source's status says zeros */
-    /* -c */
+    struct pool_job rjob;       /* reading pieces in parallel */
+    struct pool_job zjob;       /* -c: compressing granules */
+    bool zqueued;
     uint8_t *zout;
     struct qcow2_zcluster *z;
-    uint64_t next, ndone, total;
+    /* The first failure in a worker thread, with its message. */
     int err;
-};
-
-struct pool {
-    pthread_t th[MAX_THREADS];
-    int n;
-    pthread_mutex_t mu;
-    pthread_cond_t work, done;
-    struct chunk *job;
-    bool quit;
-    uint8_t ctype;
-    uint64_t cs;
+    bool read_err;
+    uint64_t err_at;
+    char errmsg[300];
 };
 
 struct convert {
@@ -73,9 +68,9 @@ struct convert {
     char *optstr;
     uint64_t sparse;
     long threads;
-    bool bad;
 
     int nin;
+    const char **in_names;
     struct blk **in;
     uint64_t *start;
     uint64_t total;
@@ -85,9 +80,13 @@ struct convert {
     struct qcow2 *oq;           /* the output's engine, for -c */
     bool created, zero_init;
     struct blk *cmp;            /* -B: the output's backing file */
-    uint64_t g, chunk;          /* granule and chunk sizes */
+    uint64_t g, chunk, piece;   /* granule, chunk and parallel-read sizes */
     struct progress prog;
-    struct pool pool;
+
+    struct pool *pool;
+    int nthreads;
+    struct blk ***rin;          /* per worker: its own handles on the inputs */
+    struct qcow2_zctx **zc;     /* per worker: its compressor */
 };
 
 /* ---- options ----------------------------------------------------------- */
@@ -373,9 +372,14 @@ static void print_create_help(const char *fmt)
 
 /* ---- sources ------------------------------------------------------------- */
 
-/* Does [off, off+n) of b's chain read as zeros? *pnum: how far that holds. */
-static int chain_status(struct blk *b, uint64_t off, uint64_t n, uint64_t *pnum, bool *zero)
+/*
+ * Does [off, off+n) of b's chain read as zeros? *pnum: how far that holds.
+ * *compressed: the layer that decides stores it compressed.
+ */
+static int chain_status(struct blk *b, uint64_t off, uint64_t n, uint64_t *pnum, bool *zero,
+                        bool *compressed)
 {
+    *compressed = false;
     for (;;) {
         uint64_t map;
         int flags, ret = blk_block_status(b, off, n, pnum, &map, &flags);
@@ -390,6 +394,7 @@ static int chain_status(struct blk *b, uint64_t off, uint64_t n, uint64_t *pnum,
         }
         if (flags & (BLK_STATUS_DATA | BLK_STATUS_ALLOCATED)) {
             *zero = false;
+            *compressed = flags & BLK_STATUS_COMPRESSED;
             return 0;
         }
         /* Unallocated here: the backing file decides, or it reads zeros. */
@@ -412,30 +417,75 @@ static int input_at(const struct convert *c, uint64_t o)
     return i;
 }
 
-static int src_status(struct convert *c, uint64_t o, uint64_t n, uint64_t *pnum, bool *zero)
+static int src_status(struct convert *c, uint64_t o, uint64_t n, uint64_t *pnum, bool *zero,
+                      bool *compressed)
 {
     int i = input_at(c, o);
     uint64_t off = o - c->start[i];
 
     n = MIN(n, c->in[i]->size - off);
-    return chain_status(c->in[i], off, n, pnum, zero);
+    return chain_status(c->in[i], off, n, pnum, zero, compressed);
 }
 
-static int src_read(struct convert *c, uint64_t o, uint8_t *buf, uint64_t n)
+/* Read output range [o, o+n) from the inputs, through handles in[]. */
+static int src_read(struct convert *c, struct blk **in, uint64_t o, uint8_t *buf, uint64_t n,
+                    uint64_t *at)
 {
     while (n) {
         int i = input_at(c, o);
-        uint64_t off = o - c->start[i], len = MIN(n, c->in[i]->size - off);
-        int ret = blk_read(c->in[i], off, buf, len);
+        uint64_t off = o - c->start[i], len = MIN(n, in[i]->size - off);
+        int ret = blk_read(in[i], off, buf, len);
 
-        if (ret < 0)
-            return error("error while reading at byte %llu: %s",
-                         (unsigned long long)o, err_msg(ret)), ret;
+        if (ret < 0) {
+            *at = o;
+            return ret;
+        }
         o += len;
         buf += len;
         n -= len;
     }
     return 0;
+}
+
+/* Record a worker's failure (the first one wins) with its message. */
+static void chunk_fail(struct chunk *ch, uint64_t at, int ret, bool reading)
+{
+    int none = 0;
+
+    if (!__atomic_compare_exchange_n(&ch->err, &none, ret, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return;
+    ch->err_at = at;
+    ch->read_err = reading;
+    snprintf(ch->errmsg, sizeof(ch->errmsg), "%s", err_msg(ret));
+}
+
+/* Worker: read the piece k of the chunk (the granules not known to be zero). */
+static void read_piece(void *arg, int tid, uint64_t k)
+{
+    struct chunk *ch = arg;
+    struct convert *c = ch->c;
+    const uint64_t g = c->g, ng = DIV_ROUND_UP(ch->n, g), per = c->piece / g;
+    uint64_t a = k * per, end = MIN(ng, a + per), at;
+
+    while (a < end) {
+        uint64_t b = a;
+        int ret;
+
+        if (ch->zst[a]) {
+            a++;
+            continue;
+        }
+        while (b < end && !ch->zst[b])
+            b++;
+        ret = src_read(c, c->rin[tid], ch->o + a * g, ch->buf + a * g,
+                       MIN(b * g, ch->n) - a * g, &at);
+        if (ret < 0) {
+            chunk_fail(ch, at, ret, true);
+            return;
+        }
+        a = b;
+    }
 }
 
 /* What the output's backing file reads at [o, o+n) (zeros past its end). */
@@ -472,14 +522,15 @@ static int prepare_chunk(struct convert *c, struct chunk *ch)
 {
     const uint64_t g = c->g, ng = DIV_ROUND_UP(ch->n, g);
     uint64_t pos = 0;
+    bool compressed = false;
     int ret;
 
     memset(ch->zst, 0, ng);
     /* Status first: what reads as zeros needs no reading. */
     while (c->sparse && pos < ch->n) {
         uint64_t pnum;
-        bool zero;
-        ret = src_status(c, ch->o + pos, ch->n - pos, &pnum, &zero);
+        bool zero, z;
+        ret = src_status(c, ch->o + pos, ch->n - pos, &pnum, &zero, &z);
         if (ret < 0)
             return error("error while reading block status at offset %llu: %s",
                          (unsigned long long)(ch->o + pos), err_msg(ret)), ret;
@@ -489,22 +540,37 @@ static int prepare_chunk(struct convert *c, struct chunk *ch)
             if (k1 > k0)
                 memset(ch->zst + k0, 1, k1 - k0);
         }
+        compressed |= z;
         pos += pnum;
     }
-    /* Read the rest, one call per run of granules. */
-    for (uint64_t k = 0; k < ng;) {
-        uint64_t k1 = k;
-        if (ch->zst[k]) {
-            while (k1 < ng && ch->zst[k1])
-                k1++;
-        } else {
+    /* Compressed clusters are decompressed by all the workers at once, each
+     * reading through its own handles; the rest is read here, one call per
+     * run of granules. With -S 0 nothing is known: read in parallel if we can. */
+    if (c->rin && (compressed || !c->sparse)) {
+        ch->err = 0;
+        ch->rjob = (struct pool_job){ .fn = read_piece, .arg = ch,
+                                      .total = DIV_ROUND_UP(ch->n, c->piece) };
+        pool_submit(c->pool, &ch->rjob);
+        pool_wait(c->pool, &ch->rjob);
+        if (ch->err)
+            return error("error while reading at byte %llu: %s",
+                         (unsigned long long)ch->err_at, ch->errmsg), ch->err;
+    } else {
+        for (uint64_t k = 0; k < ng;) {
+            uint64_t k1 = k, at;
+            if (ch->zst[k]) {
+                k++;
+                continue;
+            }
             while (k1 < ng && !ch->zst[k1])
                 k1++;
-            ret = src_read(c, ch->o + k * g, ch->buf + k * g, MIN(k1 * g, ch->n) - k * g);
+            ret = src_read(c, c->in, ch->o + k * g, ch->buf + k * g,
+                           MIN(k1 * g, ch->n) - k * g, &at);
             if (ret < 0)
-                return ret;
+                return error("error while reading at byte %llu: %s",
+                             (unsigned long long)at, err_msg(ret)), ret;
+            k = k1;
         }
-        k = k1;
     }
     if (ng * g > ch->n)
         memset(ch->buf + ch->n, 0, ng * g - ch->n);
@@ -532,7 +598,8 @@ static int prepare_chunk(struct convert *c, struct chunk *ch)
         bool bzero = true;
 
         if (o < c->cmp->size) {
-            ret = chain_status(c->cmp, o, MIN(rest, c->cmp->size - o), &pnum, &bzero);
+            bool cz;
+            ret = chain_status(c->cmp, o, MIN(rest, c->cmp->size - o), &pnum, &bzero, &cz);
             if (ret < 0)
                 return error("error while reading block status of the backing file at "
                              "byte %llu: %s", (unsigned long long)o, err_msg(ret)), ret;
@@ -562,9 +629,6 @@ static int prepare_chunk(struct convert *c, struct chunk *ch)
             if (ch->cls[k] == G_ZERO)
                 ch->cls[k] = G_SKIP;
     }
-    ch->next = 0;
-    ch->ndone = 0;
-    ch->total = ng;
     ch->err = 0;
     return 0;
 }
@@ -581,7 +645,7 @@ static int commit_chunk(struct convert *c, struct chunk *ch)
     int ret = 0;
 
     if (ch->err)
-        return error("error while compressing: %s", strerror(-ch->err)), ch->err;
+        return error("error while compressing: %s", ch->errmsg), ch->err;
     for (uint64_t k = 0; k < ng && ret == 0;) {
         uint64_t k1 = k, o = ch->o + k * g, len;
         while (k1 < ng && ch->cls[k1] == ch->cls[k])
@@ -602,99 +666,33 @@ static int commit_chunk(struct convert *c, struct chunk *ch)
     return 0;
 }
 
-/* ---- compression workers ------------------------------------------------- */
+/* ---- compression workers ------------------------------------------------ */
 
-static void compress_one(struct pool *p, struct qcow2_zctx *zc, struct chunk *ch, uint64_t k)
+/* Worker: compress granule (cluster) k of the chunk, if it is to be written. */
+static void compress_item(void *arg, int tid, uint64_t k)
 {
+    struct chunk *ch = arg;
+    struct convert *c = ch->c;
     struct qcow2_zcluster *z = &ch->z[k];
-    uint8_t *in = ch->buf + k * p->cs, *out = ch->zout + k * p->cs;
+    uint8_t *in = ch->buf + k * c->g, *out = ch->zout + k * c->g;
     ssize_t n;
 
     memset(z, 0, sizeof(*z));
     if (ch->cls[k] != G_DATA)
         return;
-    if (qcow2_compress_hopeless(in, p->cs))
+    if (qcow2_compress_hopeless(in, c->g))
         n = 0;
     else
-        n = zc ? qcow2_compress_ctx(zc, in, p->cs, out, p->cs) : -ENOMEM;
+        n = c->zc[tid] ? qcow2_compress_ctx(c->zc[tid], in, c->g, out, c->g) : -ENOMEM;
     if (n < 0) {
-        ch->err = (int)n;
+        chunk_fail(ch, ch->o + k * c->g, (int)n, false);
     } else if (n > 0) {
         z->cdata = out;
         z->clen = (size_t)n;
     } else {
         z->raw = in;
-        z->raw_len = MIN(p->cs, ch->n - k * p->cs);
+        z->raw_len = MIN(c->g, ch->n - k * c->g);
     }
-}
-
-static void *worker(void *arg)
-{
-    struct pool *p = arg;
-    struct qcow2_zctx *zc = qcow2_zctx_new(p->ctype);
-
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        struct chunk *ch;
-        uint64_t k;
-
-        while (!p->quit && !(p->job && p->job->next < p->job->total))
-            pthread_cond_wait(&p->work, &p->mu);
-        if (p->quit)
-            break;
-        ch = p->job;
-        k = ch->next++;
-        pthread_mutex_unlock(&p->mu);
-        compress_one(p, zc, ch, k);
-        pthread_mutex_lock(&p->mu);
-        if (++ch->ndone == ch->total)
-            pthread_cond_broadcast(&p->done);
-    }
-    pthread_mutex_unlock(&p->mu);
-    qcow2_zctx_free(zc);
-    return NULL;
-}
-
-static int pool_start(struct pool *p, int n)
-{
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work, NULL);
-    pthread_cond_init(&p->done, NULL);
-    for (p->n = 0; p->n < n; p->n++)
-        if (pthread_create(&p->th[p->n], NULL, worker, p) != 0)
-            break;
-    return p->n ? 0 : -EAGAIN;
-}
-
-static void pool_stop(struct pool *p)
-{
-    if (!p->n)
-        return;
-    pthread_mutex_lock(&p->mu);
-    p->quit = true;
-    pthread_cond_broadcast(&p->work);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->n; i++)
-        pthread_join(p->th[i], NULL);
-    p->n = 0;
-}
-
-static void pool_submit(struct pool *p, struct chunk *ch)
-{
-    pthread_mutex_lock(&p->mu);
-    p->job = ch;
-    pthread_cond_broadcast(&p->work);
-    pthread_mutex_unlock(&p->mu);
-}
-
-static void pool_wait(struct pool *p, struct chunk *ch)
-{
-    pthread_mutex_lock(&p->mu);
-    while (ch->ndone < ch->total)
-        pthread_cond_wait(&p->done, &p->mu);
-    if (p->job == ch)
-        p->job = NULL;
-    pthread_mutex_unlock(&p->mu);
 }
 
 /* ---- the copy ------------------------------------------------------------ */
@@ -704,6 +702,7 @@ static int chunk_alloc(struct convert *c, struct chunk *ch)
     uint64_t ng = c->chunk / c->g;
 
     memset(ch, 0, sizeof(*ch));
+    ch->c = c;
     ch->buf = malloc(c->chunk);
     ch->cls = malloc(ng);
     ch->zst = malloc(ng);
@@ -744,15 +743,6 @@ static int copy(struct convert *c)
         error("out of memory");
         goto out;
     }
-    if (c->compress) {
-        c->pool.ctype = c->oq->meta.h.compression_type;
-        c->pool.cs = c->g;
-        if (pool_start(&c->pool, (int)c->threads) < 0) {
-            ret = -EAGAIN;
-            error("could not start the compression threads");
-            goto out;
-        }
-    }
     while (o < c->total) {
         struct chunk *cur = &ch[i];
         cur->o = o;
@@ -762,10 +752,13 @@ static int copy(struct convert *c)
             break;
         if (c->compress) {
             /* Workers compress cur while the main thread writes prev. */
-            if (prev)
-                pool_wait(&c->pool, prev);
-            pool_submit(&c->pool, cur);
+            cur->zjob = (struct pool_job){ .fn = compress_item, .arg = cur,
+                                           .total = DIV_ROUND_UP(cur->n, c->g) };
+            pool_submit(c->pool, &cur->zjob);
+            cur->zqueued = true;
             if (prev) {
+                pool_wait(c->pool, &prev->zjob);
+                prev->zqueued = false;
                 ret = commit_chunk(c, prev);
                 if (ret < 0)
                     break;
@@ -781,13 +774,16 @@ static int copy(struct convert *c)
         }
         o += cur->n;
     }
-    if (prev) {
-        pool_wait(&c->pool, prev);
-        if (ret == 0)
-            ret = commit_chunk(c, prev);
+    if (ret == 0 && prev) {
+        pool_wait(c->pool, &prev->zjob);
+        prev->zqueued = false;
+        ret = commit_chunk(c, prev);
     }
 out:
-    pool_stop(&c->pool);
+    /* Nothing may still run on the buffers when they go. */
+    for (int k = 0; k < 2; k++)
+        if (ch[k].zqueued)
+            pool_wait(c->pool, &ch[k].zjob);
     chunk_free(&ch[0]);
     if (c->compress)
         chunk_free(&ch[1]);
@@ -798,12 +794,116 @@ out:
     return ret;
 }
 
+/* -l: read the input's internal snapshot instead of its active state. */
+static int load_snapshot(struct convert *c, struct blk *b)
+{
+    struct qcow2 *q = b->priv;
+    struct opts so = { 0 };
+    const char *id = NULL, *name = c->snapshot;
+    int idx;
+
+    if (b->drv != &blk_qcow2_driver)
+        return error("Failed to load snapshot: Block format '%s' used by device '' "
+                     "does not support temporarily loading internal snapshots",
+                     b->drv->name);
+    if (!strncmp(c->snapshot, "snapshot.", 9)) {
+        if (opts_parse(&so, c->snapshot) < 0)
+            return error("Invalid snapshot option '%s'", c->snapshot);
+        id = opts_get(&so, "snapshot.id");
+        name = opts_get(&so, "snapshot.name");
+        if (opts_unused(&so)) {
+            error("Invalid parameter '%s'", opts_unused(&so));
+            opts_free(&so);
+            return 1;
+        }
+    }
+    /* A plain NAME matches an id first, then a name, as qemu-img does. */
+    idx = qcow2_snapshot_find(q->snapshots, q->nb_snapshots,
+                              id || name != c->snapshot ? id : name, name);
+    if (idx >= 0 && id && name && strcmp(q->snapshots[idx].name, name))
+        idx = -ENOENT;
+    if (idx == -ENOENT) {
+        opts_free(&so);
+        return error("Failed to load snapshot: Can't find snapshot");
+    }
+    if (idx >= 0)
+        idx = qcow2_snapshot_load_ro(q, (uint32_t)idx);
+    opts_free(&so);
+    if (idx < 0)
+        return error("Failed to load snapshot: %s", err_msg(idx));
+    b->size = q->meta.h.size;
+    return 0;
+}
+
+/* Workers for -c, and for reading compressed inputs on every core. */
+static int start_workers(struct convert *c)
+{
+    int flags = c->force_share ? BLK_NOLOCK : 0;
+    bool plain = true;
+    int n = (int)c->threads;
+
+    for (int i = 0; i < c->nin; i++)
+        plain &= c->in[i]->drv == &blk_raw_driver;
+    if (!c->compress && (plain || n < 2))
+        return 0;
+    c->pool = pool_new(n);
+    if (!c->pool)
+        return error("could not start %d threads", n);
+    c->nthreads = pool_threads(c->pool);
+    if (c->compress) {
+        c->zc = xzalloc(c->nthreads * sizeof(*c->zc));
+        if (!c->zc)
+            return error("out of memory");
+        for (int t = 0; t < c->nthreads; t++)
+            c->zc[t] = qcow2_zctx_new(c->oq->meta.h.compression_type);
+    }
+    if (plain || c->nthreads < 2)
+        return 0;
+    c->rin = xzalloc(c->nthreads * sizeof(*c->rin));
+    if (!c->rin)
+        return error("out of memory");
+    for (int t = 0; t < c->nthreads; t++) {
+        c->rin[t] = xzalloc(c->nin * sizeof(**c->rin));
+        if (!c->rin[t])
+            return error("out of memory");
+        for (int i = 0; i < c->nin; i++) {
+            int ret = blk_open(&c->rin[t][i], c->in_names[i], c->in[i]->drv->name, flags);
+            if (ret < 0)
+                return cmd_open_error(c->in_names[i], ret);
+            if (c->snapshot && load_snapshot(c, c->rin[t][i]))
+                return 1;
+        }
+    }
+    c->piece = MAX(c->g, 256 * 1024);
+    c->chunk = MAX(c->chunk, ALIGN_UP(2 * c->nthreads * c->piece, c->chunk));
+    return 0;
+}
+
+static void stop_workers(struct convert *c)
+{
+    pool_free(c->pool);
+    c->pool = NULL;
+    for (int t = 0; c->zc && t < c->nthreads; t++)
+        qcow2_zctx_free(c->zc[t]);
+    free(c->zc);
+    for (int t = 0; c->rin && t < c->nthreads; t++) {
+        for (int i = 0; c->rin[t] && i < c->nin; i++)
+            blk_close(c->rin[t][i]);
+        free(c->rin[t]);
+    }
+    free(c->rin);
+    c->zc = NULL;
+    c->rin = NULL;
+    c->nthreads = 0;
+}
+
 /* ---- opening ------------------------------------------------------------- */
 
 static int open_inputs(struct convert *c, const char **names)
 {
     int flags = c->force_share ? BLK_NOLOCK : 0;
 
+    c->in_names = names;
     c->in = xzalloc(c->nin * sizeof(*c->in));
     c->start = xzalloc(c->nin * sizeof(*c->start));
     if (!c->in || !c->start)
@@ -816,43 +916,9 @@ static int open_inputs(struct convert *c, const char **names)
         c->total += c->in[i]->size;
     }
     if (c->snapshot) {
-        struct blk *b = c->in[0];
-        struct qcow2 *q = b->priv;
-        struct opts so = { 0 };
-        const char *id = NULL, *name = c->snapshot;
-        int idx;
-
-        if (b->drv != &blk_qcow2_driver)
-            return error("Failed to load snapshot: Block format '%s' used by device '' "
-                         "does not support temporarily loading internal snapshots",
-                         b->drv->name);
-        if (!strncmp(c->snapshot, "snapshot.", 9)) {
-            if (opts_parse(&so, c->snapshot) < 0)
-                return error("Invalid snapshot option '%s'", c->snapshot);
-            id = opts_get(&so, "snapshot.id");
-            name = opts_get(&so, "snapshot.name");
-            if (opts_unused(&so)) {
-                error("Invalid parameter '%s'", opts_unused(&so));
-                opts_free(&so);
-                return 1;
-            }
-        }
-        /* A plain NAME matches an id first, then a name, as qemu-img does. */
-        idx = qcow2_snapshot_find(q->snapshots, q->nb_snapshots, id || name != c->snapshot
-                                  ? id : name, name);
-        if (idx >= 0 && id && name && strcmp(q->snapshots[idx].name, name))
-            idx = -ENOENT;
-        if (idx == -ENOENT) {
-            opts_free(&so);
-            return error("Failed to load snapshot: Can't find snapshot");
-        }
-        if (idx >= 0)
-            idx = qcow2_snapshot_load_ro(q, (uint32_t)idx);
-        opts_free(&so);
-        if (idx < 0)
-            return error("Failed to load snapshot: %s", err_msg(idx));
-        b->size = q->meta.h.size;
-        c->total = b->size;
+        if (load_snapshot(c, c->in[0]))
+            return 1;
+        c->total = c->in[0]->size;
     }
     return 0;
 }
@@ -1074,8 +1140,11 @@ int cmd_convert(int argc, const char **argv)
         goto close;
     if (open_output(&c, args))
         goto close;
+    if (start_workers(&c))
+        goto close;
     if (copy(&c) < 0)
         goto close;
+    stop_workers(&c);
     ret = blk_close(c.out);
     c.out = NULL;
     if (ret < 0) {
@@ -1084,6 +1153,7 @@ int cmd_convert(int argc, const char **argv)
     }
     rc = 0;
 close:
+    stop_workers(&c);
     if (c.out)
         blk_close(c.out);
     for (int i = 0; i < c.nin && c.in; i++)
