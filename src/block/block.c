@@ -9,6 +9,7 @@
 
 static const struct blk_driver *const drivers[] = {
     &blk_qcow2_driver,
+    &blk_qcow1_driver,
     &blk_raw_driver,
 };
 

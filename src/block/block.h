@@ -1,8 +1,9 @@
 /*
  * block.h - the driver interface every command uses to read and write
  * images: open (with format probing), read, write, zeroes, status, flush,
- * close. Drivers: raw (raw.c) and qcow2 (qcow2drv.c, over the engine in
- * src/qcow2/). Backing chains are opened here, with a depth guard.
+ * close. Drivers: raw (raw.c), qcow2 (qcow2drv.c, over the engine in
+ * src/qcow2/) and qcow v1 (qcow1drv.c, read-only). Backing chains are
+ * opened here, with a depth guard.
  *
  * Must not: print anything; errors come back as negative errno with the
  * message recorded by err_set().
@@ -26,6 +27,7 @@ enum {
      * without its key fails now, as qemu-img's open does, rather than at
      * the first read (info and check leave it out). */
     BLK_NEED_KEY = 1 << 4,
+    BLK_UNSAFE = 1 << 5,        /* no fsyncs (QF_UNSAFE): convert's new output */
 };
 
 /*
@@ -90,6 +92,7 @@ struct blk {
 
 extern const struct blk_driver blk_raw_driver;
 extern const struct blk_driver blk_qcow2_driver;
+extern const struct blk_driver blk_qcow1_driver;    /* qcow v1, read-only */
 
 const struct blk_driver *blk_find_driver(const char *name);
 /* Guess the format from the file's first bytes; NULL on error (message set). */

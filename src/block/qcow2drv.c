@@ -32,7 +32,8 @@ static int drv_open(struct blk *b, int flags, int depth)
     if (flags & BLK_NOLOCK)
         qflags |= QCOW2_OPEN_NOLOCK;
     ret = qfile_open(&f, b->filename, ((flags & BLK_RDWR) ? QF_RDWR : QF_RDONLY) |
-                                      ((flags & BLK_NOLOCK) ? QF_NOLOCK : 0));
+                                      ((flags & BLK_NOLOCK) ? QF_NOLOCK : 0) |
+                                      ((flags & BLK_UNSAFE) ? QF_UNSAFE : 0));
     if (ret < 0)
         return ret;
     ret = qcow2_open_blk(&q, b, f, qflags, depth);

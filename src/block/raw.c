@@ -15,7 +15,8 @@ static int raw_open(struct blk *b, int flags, int depth)
     (void)depth;
     ret = qfile_open(&f, b->filename,
                      ((flags & BLK_RDWR) ? QF_RDWR : QF_RDONLY) |
-                     ((flags & BLK_NOLOCK) ? QF_NOLOCK : 0));
+                     ((flags & BLK_NOLOCK) ? QF_NOLOCK : 0) |
+                     ((flags & BLK_UNSAFE) ? QF_UNSAFE : 0));
     if (ret < 0)
         return ret;
     ret = qfile_size(f, &b->size);
@@ -23,6 +24,9 @@ static int raw_open(struct blk *b, int flags, int depth)
         qfile_close(f);
         return ret;
     }
+    /* qemu counts whole 512-byte sectors: a 70000-byte file is a 70144-byte
+     * disk whose tail reads as zeros (info, convert and compare agree). */
+    b->size = ALIGN_UP(b->size, 512);
     b->priv = f;
     return 0;
 }

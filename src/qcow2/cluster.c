@@ -55,6 +55,13 @@ static int classify(struct qcow2 *q, uint64_t e, uint64_t l2_off, uint64_t idx,
     return 0;
 }
 
+/* A run stops before an entry that classify() would reject, so the error
+ * is raised (and the image marked corrupt) only by a request that needs it. */
+static bool bad_host(const struct qcow2 *q, uint64_t e)
+{
+    return !(e & QCOW_OFLAG_COMPRESSED) && (e & L2E_OFFSET_MASK & (q->cluster_size - 1));
+}
+
 /* Type of subcluster sc of an extended entry (first half e, bitmap b). */
 static enum qcow2_ctype ext_type(enum qcow2_ctype t, uint64_t b, unsigned sc)
 {
@@ -106,6 +113,8 @@ int qcow2_get_mapping(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_
         /* Extend the run over following entries of the same kind. */
         while (n < len && t != QCOW2_C_COMPRESSED) {
             uint64_t j = idx + (in_cluster + n) / q->cluster_size;
+            if (bad_host(q, be64(l2 + j * 8)))
+                break;
             ret = classify(q, be64(l2 + j * 8), l2_off, j, &t2, &host2);
             if (ret < 0)
                 goto out;
@@ -130,8 +139,8 @@ int qcow2_get_mapping(struct qcow2 *q, uint64_t off, uint64_t len, struct qcow2_
             enum qcow2_ctype t;
             uint64_t host, step;
 
-            if (j < idx && started)
-                break;          /* wrapped past the table */
+            if ((j < idx || bad_host(q, e)) && started)
+                break;          /* wrapped past the table, or a bad entry next */
             ret = classify(q, e & ~QCOW_OFLAG_ZERO, l2_off, j, &t, &host);
             if (ret < 0)
                 goto out;

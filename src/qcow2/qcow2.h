@@ -261,6 +261,15 @@ int qcow2_decompress(struct qcow2 *q, const uint8_t *in, size_t in_len, uint8_t 
  * not shrink (store it uncompressed then). out holds cluster_size bytes. */
 ssize_t qcow2_compress(uint8_t compression_type, const uint8_t *in, size_t len,
                        uint8_t *out, size_t out_len);
+/* True when in is so random that compressing it cannot shrink it; a quick
+ * test (byte statistics, repeated strings) to skip the attempt. */
+bool qcow2_compress_hopeless(const uint8_t *in, size_t len);
+/* The same with a compressor reused across clusters (one per thread). */
+struct qcow2_zctx;
+struct qcow2_zctx *qcow2_zctx_new(uint8_t compression_type);
+void qcow2_zctx_free(struct qcow2_zctx *c);
+ssize_t qcow2_compress_ctx(struct qcow2_zctx *c, const uint8_t *in, size_t len, uint8_t *out,
+                           size_t out_len);
 
 /* ---- overlap.c ------------------------------------------------------ */
 enum {

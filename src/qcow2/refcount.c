@@ -382,6 +382,10 @@ int qcow2_refcount_update(struct qcow2 *q, uint64_t offset, uint64_t length, int
             if (v == 0) {
                 if (c < q->free_cluster_hint)
                     q->free_cluster_hint = c;
+                /* A freed cluster may be reused for anything: stop packing
+                 * compressed data into it. */
+                if (q->free_byte_offset >> q->cluster_bits == c)
+                    q->free_byte_offset = 0;
                 qcow2_cache_discard(q->l2_cache, c << q->cluster_bits);
                 if ((c << q->cluster_bits) != off)
                     qcow2_cache_discard(q->rc_cache, c << q->cluster_bits);
@@ -444,7 +448,14 @@ int64_t qcow2_alloc_bytes(struct qcow2 *q, uint64_t len)
     if (!len || len > cs)
         return err_set(-EINVAL, "compressed allocation of %llu bytes", (unsigned long long)len);
     if (fbo && (fbo & (cs - 1))) {
-        uint64_t cluster = fbo >> q->cluster_bits;
+        uint64_t cluster = fbo >> q->cluster_bits, frc;
+        /* A cluster packed full of references (refcount_bits=1 allows one)
+         * takes no more: start a new one, as qemu does. */
+        ret = qcow2_refcount_get(q, cluster, &frc);
+        if (ret < 0)
+            return ret;
+        if (frc >= q->refcount_max)
+            goto new_cluster;
         if ((fbo & (cs - 1)) + len <= cs) {
             ret = qcow2_refcount_update(q, fbo, 1, 1);
             if (ret < 0)
@@ -473,6 +484,7 @@ int64_t qcow2_alloc_bytes(struct qcow2 *q, uint64_t len)
             }
         }
     }
+new_cluster:
     off = qcow2_alloc_clusters(q, 1);
     if (off < 0)
         return off;

@@ -120,6 +120,7 @@ int qfile_open(struct qfile **out, const char *name, int flags)
     f->fd = fd;
     f->name = strdup(name);
     f->writable = flags & QF_RDWR;
+    f->unsafe = flags & QF_UNSAFE;
     *out = f;
     return 0;
 }
@@ -130,7 +131,7 @@ int qfile_close(struct qfile *f)
 
     if (!f)
         return 0;
-    if (f->writable && fdatasync(f->fd) < 0 && errno != EINVAL)
+    if (f->writable && !f->unsafe && fdatasync(f->fd) < 0 && errno != EINVAL)
         ret = -errno;
     if (close(f->fd) < 0 && !ret)
         ret = -errno;
@@ -241,7 +242,7 @@ int qfile_truncate(struct qfile *f, uint64_t size)
 
 int qfile_flush(struct qfile *f)
 {
-    if (!f->writable)
+    if (!f->writable || f->unsafe)
         return 0;
     if (fdatasync(f->fd) < 0 && errno != EINVAL)
         return -errno;

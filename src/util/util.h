@@ -61,6 +61,7 @@ struct qfile {
     int fd;
     char *name;
     bool writable;
+    bool unsafe;    /* QF_UNSAFE: flushes are no-ops */
 };
 
 enum {
@@ -70,6 +71,9 @@ enum {
     QF_TRUNC = 1 << 2,      /* truncate to zero */
     QF_EXCL = 1 << 3,       /* must not exist */
     QF_NOLOCK = 1 << 4,     /* -U: do not take or honour the image lock */
+    /* Never fsync: for an output nobody can use before the command ends
+     * (convert's, as qemu-img convert's cache=unsafe). */
+    QF_UNSAFE = 1 << 5,
 };
 
 int qfile_open(struct qfile **out, const char *name, int flags);
@@ -127,6 +131,16 @@ const char *opts_unused(const struct opts *o);
 void opts_free(struct opts *o);
 /* on/off/true/false/yes/no; -EINVAL otherwise. */
 int parse_bool(const char *s, bool *out);
+
+/* ---- progress.c ---------------------------------------------------- */
+/* qemu-img's "    (12.34/100%)" line on stderr, only when it is a terminal. */
+struct progress {
+    bool on;
+    double shown;   /* last percentage printed */
+};
+void progress_init(struct progress *p, bool enabled);
+void progress_update(struct progress *p, uint64_t done, uint64_t total);
+void progress_end(struct progress *p);      /* prints 100% and the newline */
 
 /* ---- misc ----------------------------------------------------------- */
 void *xzalloc(size_t n);        /* calloc that returns NULL on n == 0 too */
