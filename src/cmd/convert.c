@@ -1103,7 +1103,7 @@ int cmd_convert(int argc, const char **argv)
     struct cmd_spec spec = {
         .name = "convert",
         .synopsis = "[-q] [-p] [-c] [-f fmt] [-O fmt] [-o options] [-B backing [-F fmt]] "
-                    "[-S sparse_size] [-l snapshot] [-n] [-m threads] [-U] INPUT... OUTPUT",
+                    "[-S sparse_size] [-l snapshot] [-n] [-m threads] INPUT... OUTPUT",
         .summary = "Convert one or more images (concatenated) into OUTPUT, in the output "
                    "format (raw by default).",
         .opts = options,
