@@ -591,7 +591,8 @@ static int count_all(struct chk *c)
     if (ret < 0)
         return ret;
     c->nb = 0;
-    memset(c->rc, 0, (size_t)c->cap * sizeof(*c->rc));
+    if (c->rc)
+        memset(c->rc, 0, (size_t)c->cap * sizeof(*c->rc));
     c->nbig = 0;
     ret = rc_grow(c, DIV_ROUND_UP(c->file_size, q->cluster_size));
     if (ret < 0)
@@ -601,6 +602,7 @@ static int count_all(struct chk *c)
     c->unsafe = false;
     c->ndef = 0;
     c->sn_dirty = false;
+    c->l1_new = false;
     r->allocated_clusters = r->fragmented_clusters = r->compressed_clusters = 0;
     for (size_t i = 0; i < ARRAY_SIZE(count_passes); i++) {
         ret = count_passes[i].run(c);
@@ -655,12 +657,14 @@ int qcow2_check(struct qcow2 *q, const struct qcow2_check_opts *o,
         ret = count_all(&c);
         if (ret < 0)
             goto out;
-        if (!c.write || c.unsafe || (!c.ndef && !c.sn_dirty) ||
+        if (!c.write || c.unsafe || (!c.ndef && !c.sn_dirty && !c.l1_new) ||
             c.round + 1 >= CHECK_MAX_ROUNDS)
             break;
         ret = qcow2_flush(q);
         if (ret == 0 && c.sn_dirty)
             ret = write_snapshot_table(&c);
+        if (ret == 0 && c.l1_new)
+            ret = write_new_l1(&c);
         if (ret == 0)
             ret = run_deferred(&c);
         if (ret < 0)

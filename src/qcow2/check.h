@@ -85,6 +85,9 @@ enum qcow2_problem {
     PR_REFBLOCK_SHARED,
     PR_REFTABLE_ALIAS,          /* refcount table on other metadata */
     PR_REFTABLE_PAST_EOF,
+    PR_L1_TABLE_PAST_EOF,       /* the active L1 table */
+    PR_SN_TABLE_OFFSET,
+    PR_SN_TABLE_ALIAS,
     PR_SN_TOO_MANY,
     PR_SN_INCOMPLETE,
     PR_SN_EXTRA_TOO_LARGE,
@@ -156,6 +159,7 @@ struct chk {
     bool unsafe;                /* counts incomplete: free nothing, allocate nothing */
     uint8_t *detached;          /* refcount table indexes dropped (bitmap) */
     bool sn_dirty;              /* the snapshot table must be rewritten */
+    bool l1_new;                /* the active L1 table must be replaced */
     bool *sn_skip;              /* snapshots not walked (unusable L1 table) */
     uint64_t sn_disk_size;      /* bytes the snapshot table takes on disk */
 
@@ -237,6 +241,7 @@ void l2_put(struct chk *c, uint8_t **t, bool cached);
 int defer(struct chk *c, const struct deferred *d);
 int run_deferred(struct chk *c);
 int write_snapshot_table(struct chk *c);
+int write_new_l1(struct chk *c);
 int rebuild_refcounts(struct chk *c);
 
 #endif

@@ -109,8 +109,15 @@ int pass_snapshots(struct chk *c)
     free(c->sn_skip);
     c->sn_skip = NULL;
     c->sn_disk_size = 0;
-    if (!n)
+    if (!n) {
+        /* qemu rejects such an offset even when no snapshot uses it. */
+        if ((off & (q->cluster_size - 1)) || off > INT64_MAX) {
+            p.offset = off;
+            if (problem(c, PR_SN_TABLE_OFFSET, &p))
+                c->sn_dirty = true;
+        }
         return 0;
+    }
     if (n > QCOW2_MAX_SNAPSHOTS) {
         p.index = n;
         if (problem(c, PR_SN_TOO_MANY, &p))
@@ -313,6 +320,23 @@ bad:
 }
 
 /*
+ * A refcount table that cannot be trusted is dropped in memory, blocks and
+ * all, so that no repair write is refused for landing where it claims to
+ * be; the rebuild writes a new one.
+ */
+static void abandon_reftable(struct chk *c)
+{
+    struct qcow2 *q = c->q;
+
+    if (!c->write || !(c->fix & QCOW2_FIX_ERRORS))
+        return;
+    for (uint64_t bi = 0; bi < q->reftable_size; bi++)
+        detach_refblock(c, bi);
+    q->meta.h.refcount_table_clusters = 0;      /* for the overlap check only */
+    c->rebuild = true;
+}
+
+/*
  * Header, encryption header, refcount table, snapshot table, active L1
  * table, bitmaps, then the snapshots' L1 tables (dropped when they lie on
  * other metadata or past the end of the file).
@@ -326,27 +350,44 @@ int pass_fixed(struct chk *c)
     int ret, f;
 
     ret = count_fixed(c, 0, cs, &p);
-    if (ret == 0 && q->l1_size)
-        ret = count_fixed(c, h->l1_table_offset, (uint64_t)q->l1_size * 8, &p);
     if (ret < 0)
         return ret;
+    if (q->l1_size) {
+        p.offset = h->l1_table_offset;
+        p.size = (uint64_t)q->l1_size * 8;
+        f = count_ref(c, p.offset, p.size, K_FIXED, PR_REF_OVERFLOW, &p);
+        if (f < 0)
+            return f;
+        /* It reads as zeros: whatever it mapped is gone already. */
+        if ((f & REF_EOF) && problem(c, PR_L1_TABLE_PAST_EOF, &p))
+            c->l1_new = true;
+    }
 
     p.offset = h->refcount_table_offset;
     p.size = q->reftable_size * 8;
     if (range_kinds(c, p.offset, p.size) & (1u << K_FIXED)) {
         p.str = metadata_name(c, p.offset, p.size);
         if (problem(c, PR_REFTABLE_ALIAS, &p))
-            c->rebuild = true;
+            abandon_reftable(c);
     }
     f = count_ref(c, p.offset, p.size, K_FIXED, PR_REF_OVERFLOW, &p);
     if (f < 0)
         return f;
-    if (f & REF_EOF) {
-        if (problem(c, PR_REFTABLE_PAST_EOF, &p))
-            c->rebuild = true;
-    }
+    if ((f & REF_EOF) && problem(c, PR_REFTABLE_PAST_EOF, &p))
+        abandon_reftable(c);
 
     if (h->nb_snapshots) {
+        p.offset = h->snapshots_offset;
+        p.size = c->sn_disk_size;
+        if (range_kinds(c, p.offset, p.size) & (1u << K_FIXED)) {
+            /* Its entries are someone else's bytes: no snapshot to keep. */
+            p.str = metadata_name(c, p.offset, p.size);
+            if (problem(c, PR_SN_TABLE_ALIAS, &p)) {
+                while (q->nb_snapshots)
+                    drop_snapshot(c, q->nb_snapshots - 1);
+                c->sn_dirty = true;
+            }
+        }
         ret = count_fixed(c, h->snapshots_offset, c->sn_disk_size, &p);
         if (ret < 0)
             return ret;

@@ -227,6 +227,48 @@ int write_snapshot_table(struct chk *c)
     return 0;
 }
 
+/*
+ * A new, empty active L1 table (the old one lies past the end of the file
+ * and reads as zeros), then the header points at it.
+ */
+int write_new_l1(struct chk *c)
+{
+    struct qcow2 *q = c->q;
+    uint64_t n = DIV_ROUND_UP((uint64_t)q->l1_size * 8, q->cluster_size), off;
+    uint8_t be[8], *zero;
+    int64_t x;
+    int ret;
+
+    ret = begin_writes(c);
+    if (ret < 0)
+        return ret;
+    x = alloc_clusters(c, n);
+    if (x < 0)
+        return (int)x;
+    off = (uint64_t)x << q->cluster_bits;
+    zero = xzalloc(n * q->cluster_size);
+    if (!zero)
+        return -ENOMEM;
+    ret = qcow2_cache_flush(q, q->rc_cache);
+    if (ret == 0)
+        ret = qcow2_write_metadata(q, 0, off, zero, (size_t)(n * q->cluster_size));
+    free(zero);
+    if (ret == 0)
+        ret = qfile_flush(q->file);
+    if (ret < 0)
+        return ret;
+    put_be64(be, off);
+    ret = qfile_pwrite(q->file, be, 8, QCOW2_HDR_L1_OFFSET);
+    if (ret == 0)
+        ret = qfile_flush(q->file);
+    if (ret < 0)
+        return ret;
+    q->meta.h.l1_table_offset = off;
+    memset(q->l1, 0, (size_t)q->l1_size * 8);
+    c->l1_new = false;
+    return 0;
+}
+
 /* Does any cluster of refcount block bi's range have a reference? */
 static bool block_needed(struct chk *c, uint64_t bi)
 {
