@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "../block/block.h"
+#include "check.h"
 #include "crypto.h"
 #include "qcow2.h"
 
@@ -235,6 +236,11 @@ int qcow2_open_blk(struct qcow2 **out, struct blk *self, struct qfile *f, int fl
         if (ret < 0)
             goto fail;
         ret = load_snapshots(q, file_size, check);
+        if (ret < 0 && check) {
+            /* The checker reads the snapshot table itself, and repairs it. */
+            err_clear();
+            ret = 0;
+        }
         if (ret < 0)
             goto fail;
         /* The LUKS header is plaintext: read and check it without a key. */
@@ -260,6 +266,13 @@ int qcow2_open_blk(struct qcow2 **out, struct blk *self, struct qfile *f, int fl
         qcow2_cache_set_dependency(q->l2_cache, q->rc_cache);
     }
     q->free_cluster_hint = 0;
+
+    /* As qemu: a dirty image opened read-write is repaired first. */
+    if (q->writable && !check && (q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        ret = qcow2_check_repair_dirty(q);
+        if (ret < 0)
+            goto fail;
+    }
 
     if (self) {
         ret = open_backing(q, self, flags, depth);

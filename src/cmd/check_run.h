@@ -1,0 +1,25 @@
+/*
+ * check_run.h - what `qimg check` and `qimg repair` share: one runner that
+ * opens, checks (or repairs), double-checks and prints as qemu-img does.
+ * Owned by check.c; repair.c only maps its options onto these.
+ */
+#ifndef QIMG_CMD_CHECK_RUN_H
+#define QIMG_CMD_CHECK_RUN_H
+
+#include <stdbool.h>
+
+struct check_args {
+    const char *file;
+    const char *fmt;            /* NULL: guess */
+    bool quiet;
+    bool json;
+    int fix;                    /* QCOW2_FIX_* */
+    bool dry_run;
+    bool deep;
+    bool force_share;
+};
+
+/* Exit code as qemu-img check: 0, 1, 2, 3 or 63. */
+int check_run(const struct check_args *a);
+
+#endif
