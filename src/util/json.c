@@ -20,11 +20,47 @@ static void indent(struct json *j)
         fputs("    ", j->f);
 }
 
+/*
+ * One UTF-8 sequence at *p: its code point, or -1 when it is not valid
+ * (overlong, surrogate, beyond U+10FFFF, cut short). Advances *p.
+ */
+static long utf8_next(const unsigned char **p)
+{
+    const unsigned char *s = *p;
+    long cp, min;
+    int n;
+
+    if (s[0] < 0x80) {
+        *p = s + 1;
+        return s[0];
+    }
+    if ((s[0] & 0xe0) == 0xc0) { n = 1; cp = s[0] & 0x1f; min = 0x80; }
+    else if ((s[0] & 0xf0) == 0xe0) { n = 2; cp = s[0] & 0x0f; min = 0x800; }
+    else if ((s[0] & 0xf8) == 0xf0) { n = 3; cp = s[0] & 0x07; min = 0x10000; }
+    else { *p = s + 1; return -1; }
+    for (int i = 1; i <= n; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            *p = s + i;
+            return -1;
+        }
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    *p = s + n + 1;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return -1;
+    return cp;
+}
+
+/* Strings as qemu's JSON writer escapes them: non-ASCII as \uXXXX. */
 static void put_string(FILE *f, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
+
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        switch (*p) {
+    while (*p) {
+        long cp = utf8_next(&p);
+
+        switch (cp) {
         case '"': fputs("\\\"", f); break;
         case '\\': fputs("\\\\", f); break;
         case '\b': fputs("\\b", f); break;
@@ -33,10 +69,15 @@ static void put_string(FILE *f, const char *s)
         case '\r': fputs("\\r", f); break;
         case '\t': fputs("\\t", f); break;
         default:
-            if (*p < 0x20 || *p == 0x7f)
-                fprintf(f, "\\u%04x", *p);
+            if (cp < 0)
+                cp = 0xfffd;
+            if (cp > 0xffff)
+                fprintf(f, "\\u%04lX\\u%04lX", 0xd800 + ((cp - 0x10000) >> 10),
+                        0xdc00 + ((cp - 0x10000) & 0x3ff));
+            else if (cp < 0x20 || cp >= 0x7f)
+                fprintf(f, "\\u%04lX", cp);
             else
-                fputc(*p, f);
+                fputc((int)cp, f);
         }
     }
     fputc('"', f);
