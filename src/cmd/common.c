@@ -89,6 +89,9 @@ void cmd_done(poptContext pc)
 
 int cmd_open_error(const char *file, int code)
 {
+    if (code == -EISDIR && !err_has_msg(code))
+        return error("Could not open '%s': 'file' driver requires '%s' to be a regular file",
+                     file, file);
     /* qemu-img names the file twice when the system call itself failed. */
     if (!err_has_msg(code))
         return error("Could not open '%s': Could not open '%s': %s", file, file, err_msg(code));

@@ -151,20 +151,26 @@ static int parse_extensions(const uint8_t *buf, size_t start, size_t end, struct
     return 0;
 }
 
+/*
+ * qemu's wording: the feature table names the bits it knows, the rest are
+ * reported together as one hexadecimal mask.
+ */
 static int unsupported_features(const struct qcow2_meta *m, uint64_t bits)
 {
-    char list[512] = "", name[80];
+    char list[512] = "";
     size_t n = 0;
 
-    for (unsigned bit = 0; bit < 64; bit++) {
-        if (!(bits & (1ULL << bit)))
+    for (unsigned i = 0; i < m->nb_features && n < sizeof(list); i++) {
+        if (m->features[i].type != 0 || m->features[i].bit > 63 ||
+            !(bits & (1ULL << m->features[i].bit)))
             continue;
-        n += (size_t)snprintf(list + n, n < sizeof(list) ? sizeof(list) - n : 0, "%s%s",
-                              n ? ", " : "",
-                              qcow2_feature_name(m, 0, (uint8_t)bit, name, sizeof(name)));
-        if (n >= sizeof(list))
-            break;
+        n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%.46s", n ? ", " : "",
+                              m->features[i].name);
+        bits &= ~(1ULL << m->features[i].bit);
     }
+    if (bits && n < sizeof(list))
+        snprintf(list + n, sizeof(list) - n, "%sUnknown incompatible feature: %llx",
+                 n ? ", " : "", (unsigned long long)bits);
     return err_set(-ENOTSUP, "Unsupported qcow2 feature(s): %s", list);
 }
 
@@ -172,13 +178,20 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
                        struct qcow2_meta *m)
 {
     struct qcow2_header *h = &m->h;
+    uint8_t fixed[QCOW2_V3_HEADER_LEN];
     uint64_t cluster_size;
     size_t ext_end;
     int ret;
 
     memset(m, 0, sizeof(*m));
-    if (len < QCOW2_V2_HEADER_LEN || be32(buf) != QCOW_MAGIC)
+    if (len < 4 || be32(buf) != QCOW_MAGIC)
         return err_set(-EINVAL, "Image is not in qcow2 format");
+    /* A file cut inside the fixed header reads as zeros there, as in qemu. */
+    if (len < QCOW2_V3_HEADER_LEN) {
+        memcpy(fixed, buf, len);
+        memset(fixed + len, 0, sizeof(fixed) - len);
+        buf = fixed;
+    }
     h->version = be32(buf + QCOW2_HDR_VERSION);
     if (h->version < 2 || h->version > 3)
         return err_set(-ENOTSUP, "Unsupported qcow2 version %u", h->version);
@@ -203,8 +216,6 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         h->refcount_order = 4;
         h->header_length = QCOW2_V2_HEADER_LEN;
     } else {
-        if (len < QCOW2_V3_HEADER_MIN)
-            return err_set(-EINVAL, "qcow2 header too short");
         h->incompatible_features = be64(buf + QCOW2_HDR_INCOMPAT);
         h->compatible_features = be64(buf + QCOW2_HDR_COMPAT);
         h->autoclear_features = be64(buf + QCOW2_HDR_AUTOCLEAR);
@@ -252,12 +263,12 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
     if (h->refcount_order > 6)
         return err_set(-EINVAL, "Reference count entry width too large; may not exceed 64 bits");
     if (h->crypt_method > QCOW_CRYPT_LUKS)
-        return err_set(-EINVAL, "Unsupported encryption method: %u", h->crypt_method);
+        return err_set(-EINVAL, "Unsupported encryption method %u", h->crypt_method);
     if (h->compression_type > QCOW2_COMPRESSION_ZSTD)
-        return err_set(-EINVAL, "Unknown compression type %u", h->compression_type);
+        return err_set(-EINVAL, "qcow2: unknown compression type: %u", h->compression_type);
     if (h->compression_type != QCOW2_COMPRESSION_ZLIB &&
         !(h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION))
-        return err_set(-EINVAL, "Compression type incompatible feature bit must be set");
+        return err_set(-EINVAL, "qcow2: Compression type incompatible feature bit must be set");
     if ((h->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) &&
         h->compression_type == QCOW2_COMPRESSION_ZLIB)
         return err_set(-EINVAL, "Compression type incompatible feature bit must not be "
@@ -270,7 +281,10 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
         return err_set(-EINVAL, "LUKS encryption requires the encryption header extension");
 
     /* Table geometry; the image layer checks the offsets against the file. */
-    if (h->size > (1ULL << 62))
+    /* As qemu: too big when the L1 table would need more than INT_MAX entries. */
+    if (h->size > INT64_MAX ||
+        qcow2_l1_entries_for(h->cluster_bits, h->incompatible_features & QCOW2_INCOMPAT_EXTL2,
+                             h->size) > INT32_MAX)
         return err_set(-EFBIG, "Image is too big");
     if ((uint64_t)h->l1_size * 8 > QCOW2_MAX_L1_BYTES)
         return err_set(-EFBIG, "Active L1 table too large");
@@ -278,17 +292,17 @@ int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
                              h->incompatible_features & QCOW2_INCOMPAT_EXTL2, h->size) > h->l1_size)
         return err_set(-EINVAL, "L1 table is too small");
     if (h->l1_size && (h->l1_table_offset & (cluster_size - 1)))
-        return err_set(-EINVAL, "Invalid L1 table offset");
+        return err_set(-EINVAL, "Active L1 table offset invalid");
     if ((uint64_t)h->refcount_table_clusters << h->cluster_bits > QCOW2_MAX_REFTABLE_BYTES)
         return err_set(-EFBIG, "Reference count table too large");
     if (h->refcount_table_clusters == 0)
         return err_set(-EINVAL, "Image does not contain a reference count table");
     if (h->refcount_table_offset & (cluster_size - 1))
-        return err_set(-EINVAL, "Invalid reference count table offset");
+        return err_set(-EINVAL, "Reference count table offset invalid");
     if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS)
         return err_set(-EFBIG, "Too many snapshots");
     if (h->nb_snapshots && (h->snapshots_offset & (cluster_size - 1)))
-        return err_set(-EINVAL, "Invalid snapshot table offset");
+        return err_set(-EINVAL, "Snapshot table offset invalid");
     (void)file_size;
     return 0;
 }
@@ -362,7 +376,9 @@ int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
         if (ret < 0)
             return ret;
     }
-    if (h->version >= 3) {
+    /* qemu leaves the table out for clusters of 4 KiB and less (room for
+     * the backing file name). */
+    if (h->version >= 3 && h->cluster_bits > 12) {
         uint8_t t[ARRAY_SIZE(known_features) * 48];
         memset(t, 0, sizeof(t));
         for (unsigned i = 0; i < ARRAY_SIZE(known_features); i++) {

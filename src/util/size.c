@@ -53,19 +53,28 @@ int parse_size(const char *s, uint64_t *out)
         return -EINVAL;
     while (isspace((unsigned char)*p))
         p++;
+    if (*p == '+')
+        p++;
     if (!isdigit((unsigned char)*p))
         return -EINVAL;
+    /* As qemu_strtosz: decimal ("010" is ten), or hexadecimal after 0x. */
     hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
     errno = 0;
-    ival = strtoull(p, &end, 0);
+    ival = strtoull(p, &end, hex ? 16 : 10);
     if (errno == ERANGE)
         return -ERANGE;
     if (*end == '.' && !hex) {
-        char *fend;
-        frac = strtod(end, &fend);
-        if (fend == end + 1 && !isdigit((unsigned char)end[1]))
-            return -EINVAL;
-        end = fend;
+        /* "1.5k"; "1.k" is 1k; an exponent is not a size */
+        const char *f = end + 1;
+        while (isdigit((unsigned char)*f))
+            f++;
+        if (f > end + 1) {
+            char *fend;
+            frac = strtod(end, &fend);
+            if (fend != f)
+                return -EINVAL;
+        }
+        end = (char *)f;
     }
     if (*end) {
         shift = suffix_shift(*end);
