@@ -309,7 +309,7 @@ static int put_ext(uint8_t *buf, size_t len, size_t *off, uint32_t type,
     return 0;
 }
 
-int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
+static int build(const struct qcow2_meta *m, uint8_t *buf, size_t len, bool feature_table)
 {
     const struct qcow2_header *h = &m->h;
     size_t off, blen = m->backing_file ? strlen(m->backing_file) : 0;
@@ -362,7 +362,7 @@ int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
         if (ret < 0)
             return ret;
     }
-    if (h->version >= 3) {
+    if (h->version >= 3 && feature_table) {
         uint8_t t[ARRAY_SIZE(known_features) * 48];
         memset(t, 0, sizeof(t));
         for (unsigned i = 0; i < ARRAY_SIZE(known_features); i++) {
@@ -402,4 +402,15 @@ int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
         off += blen;
     }
     return (int)off;
+}
+
+int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
+{
+    int ret = build(m, buf, len, true);
+
+    /* The feature table is optional: like qemu, leave it out when a small
+     * cluster has no room for it next to the extensions and backing name. */
+    if (ret == -ENOSPC && m->h.version >= 3)
+        ret = build(m, buf, len, false);
+    return ret;
 }
