@@ -323,7 +323,7 @@ static int put_ext(uint8_t *buf, size_t len, size_t *off, uint32_t type,
     return 0;
 }
 
-int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
+static int build(const struct qcow2_meta *m, uint8_t *buf, size_t len, bool feature_table)
 {
     const struct qcow2_header *h = &m->h;
     size_t off, blen = m->backing_file ? strlen(m->backing_file) : 0;
@@ -377,8 +377,8 @@ int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
             return ret;
     }
     /* qemu leaves the table out for clusters of 4 KiB and less (room for
-     * the backing file name). */
-    if (h->version >= 3 && h->cluster_bits > 12) {
+     * the backing file name), and whenever it does not fit. */
+    if (h->version >= 3 && feature_table && h->cluster_bits > 12) {
         uint8_t t[ARRAY_SIZE(known_features) * 48];
         memset(t, 0, sizeof(t));
         for (unsigned i = 0; i < ARRAY_SIZE(known_features); i++) {
@@ -418,4 +418,15 @@ int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
         off += blen;
     }
     return (int)off;
+}
+
+int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len)
+{
+    int ret = build(m, buf, len, true);
+
+    /* The feature table is optional: like qemu, leave it out when a small
+     * cluster has no room for it next to the extensions and backing name. */
+    if (ret == -ENOSPC && m->h.version >= 3)
+        ret = build(m, buf, len, false);
+    return ret;
 }

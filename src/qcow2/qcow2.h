@@ -148,7 +148,8 @@ struct qcow2 {
 int qcow2_header_parse(const uint8_t *buf, size_t len, uint64_t file_size,
                        struct qcow2_meta *m);
 /* Serialize into buf (cluster_size bytes, zeroed by the caller); -ENOSPC
- * when it does not fit. Writes feature table for v3, and the extensions. */
+ * when it does not fit. Writes the feature table for v3 (left out, as qemu
+ * does, when the cluster has no room for it), and the extensions. */
 int qcow2_header_build(const struct qcow2_meta *m, uint8_t *buf, size_t len);
 void qcow2_meta_free(struct qcow2_meta *m);
 /* "dirty bit", or "bit 7" when the table does not name it. */
