@@ -229,20 +229,10 @@ static bool wants_help(const struct opts *o)
     return false;
 }
 
-struct progress {
-    bool on;
-    double shown;
-};
-
+/* The engine reports a percentage; util's progress line draws it. */
 static void show_progress(void *opaque, double pct)
 {
-    struct progress *p = opaque;
-
-    if (!p->on || pct <= p->shown || (pct < p->shown + 1.0 && pct < 100.0))
-        return;
-    p->shown = pct;
-    fprintf(stderr, "    (%3.2f/100%%)\r", pct);
-    fflush(stderr);
+    progress_update(opaque, (uint64_t)(pct * 100.0), 10000);
 }
 
 /* Every -o (popt's own copies), checked and joined with commas as qemu-img does. */
@@ -305,7 +295,7 @@ int cmd_amend(int argc, const char **argv)
         .max_args = 1,
     };
     struct qcow2_amend_opts ao = { .lazy_refcounts = -1 };
-    struct progress prog = { false, -1.0 };
+    struct progress prog = { false, -1.0 };   /* set up by progress_init */
     struct opts o = { NULL, 0 };
     poptContext pc;
     const char **args;
@@ -384,15 +374,11 @@ int cmd_amend(int argc, const char **argv)
         goto out;
     }
     ao.force = force;
-    prog.on = progress && !quiet && isatty(STDERR_FILENO);
+    progress_init(&prog, progress && !quiet);
     ao.progress = show_progress;
     ao.opaque = &prog;
-    show_progress(&prog, 0);
     ret = qcow2_amend(q, &ao);
-    if (ret == 0)
-        show_progress(&prog, 100);
-    if (prog.on)
-        fputc('\n', stderr);
+    progress_end(&prog);
     if (ret < 0) {
         error("%s", err_msg(ret));
         goto out;
