@@ -378,7 +378,10 @@ int cmd_amend(int argc, const char **argv)
     ao.progress = show_progress;
     ao.opaque = &prog;
     ret = qcow2_amend(q, &ao);
-    progress_end(&prog);
+    if (ret == 0)
+        progress_end(&prog);
+    else if (prog.on)
+        fputc('\n', stderr);   /* no false 100% on failure */
     if (ret < 0) {
         error("%s", err_msg(ret));
         goto out;
