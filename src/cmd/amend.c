@@ -292,7 +292,7 @@ int cmd_amend(int argc, const char **argv)
         .summary = "Change the format-specific options of an image in place.",
         .opts = table,
         .min_args = 0,
-        .max_args = 1,
+        .max_args = -1,         /* more than one: qemu-img's message below */
     };
     struct qcow2_amend_opts ao = { .lazy_refcounts = -1 };
     struct progress prog = { false, -1.0 };   /* set up by progress_init */
@@ -310,7 +310,7 @@ int cmd_amend(int argc, const char **argv)
         free(fmt);
         return ret < 0 ? 1 : 0;
     }
-    file = nargs ? args[0] : NULL;
+    file = nargs == 1 ? args[0] : NULL;
     if (join_options(olist, &options))
         goto out;
     if (!options) {
