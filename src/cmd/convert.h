@@ -1,0 +1,53 @@
+/*
+ * convert.h - what convert.c (the command: options, inputs, creating the
+ * output) and convert_copy.c (the copy loop and its worker threads) share.
+ *
+ * Owns: struct convert. Must not: be included by anything but those two.
+ */
+#ifndef QIMG_CONVERT_H
+#define QIMG_CONVERT_H
+
+#include "../block/block.h"
+#include "../qcow2/datapath.h"
+#include "../util/pool.h"
+#include "cmd.h"
+
+#define CHUNK (2u << 20)
+#define MAX_THREADS 16
+
+struct convert {
+    bool quiet, progress, compress, no_create, force_share, target_zero;
+    bool safe;                  /* -t other than unsafe: fsync the output */
+    const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
+    char *optstr;
+    uint64_t sparse;
+    long threads;
+
+    int nin;
+    const char **in_names;
+    struct blk **in;
+    uint64_t *start;
+    uint64_t total;
+
+    const char *out_name;
+    struct blk *out;
+    struct qcow2 *oq;           /* the output's engine, for -c */
+    bool created, zero_init;
+    struct blk *cmp;            /* -B: the output's backing file */
+    uint64_t g, chunk, piece;   /* granule, chunk and parallel-read sizes */
+    struct progress prog;
+
+    struct pool *pool;
+    int nthreads;
+    struct blk ***rin;          /* per worker: its own handles on the inputs */
+    struct qcow2_zctx **zc;     /* per worker: its compressor */
+};
+
+/* convert.c: -l, on one handle of the (single) input. */
+int load_snapshot(struct convert *c, struct blk *b);
+/* convert_copy.c: the worker threads (and their handles), then the copy. */
+int start_workers(struct convert *c);
+void stop_workers(struct convert *c);
+int copy(struct convert *c);
+
+#endif
