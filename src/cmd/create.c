@@ -495,6 +495,7 @@ static int create_qcow2(const char *filename, const struct oval *v, uint64_t siz
         .prealloc = QCOW2_PREALLOC_OFF,
         .backing_file = v[O_BACKING_FILE].set ? v[O_BACKING_FILE].str : NULL,
         .backing_fmt = v[O_BACKING_FMT].set ? v[O_BACKING_FMT].str : NULL,
+        .nocow = v[O_NOCOW].set && v[O_NOCOW].num,
     };
     int ret;
 
@@ -544,8 +545,6 @@ static int create_qcow2(const char *filename, const struct oval *v, uint64_t siz
                      "a larger cluster size)", filename);
     if (ret < 0)
         return error("%s: %s", filename, err_msg(ret));
-    if (v[O_NOCOW].set && v[O_NOCOW].num)
-        set_nocow(filename);
     return 0;
 }
 
