@@ -87,9 +87,10 @@ static const char *const qemu_drivers[] = {
     "vhdx", "vmdk", "vpc", "vvfat",
 };
 
+/* popt hands each option argument over to us: the strings are ours to free. */
 struct create_args {
     bool quiet, unsafe;
-    const char *fmt, *backing, *backing_fmt;
+    char *fmt, *backing, *backing_fmt;
     char *options;              /* every -o, joined with commas */
     bool bad_list;
 };
@@ -137,13 +138,14 @@ static int on_opt(int val, const char *arg, void *ctx)
     switch (val) {
     case 'q': a->quiet = true; break;
     case 'u': a->unsafe = true; break;
-    case 'f': a->fmt = arg; break;
-    case 'b': a->backing = arg; break;
-    case 'F': a->backing_fmt = arg; break;
+    case 'f': free(a->fmt); a->fmt = (char *)arg; break;
+    case 'b': free(a->backing); a->backing = (char *)arg; break;
+    case 'F': free(a->backing_fmt); a->backing_fmt = (char *)arg; break;
     case 'o': {
         char *n;
         if (!valid_option_list(arg)) {
             error("Invalid option list: %s", arg);
+            free((char *)arg);
             return -1;
         }
         if (a->options) {
@@ -154,6 +156,7 @@ static int on_opt(int val, const char *arg, void *ctx)
             n = strdup(arg);
         }
         free(a->options);
+        free((char *)arg);
         a->options = n;
         if (!n)
             return -1;
@@ -492,6 +495,7 @@ static int create_qcow2(const char *filename, const struct oval *v, uint64_t siz
         .prealloc = QCOW2_PREALLOC_OFF,
         .backing_file = v[O_BACKING_FILE].set ? v[O_BACKING_FILE].str : NULL,
         .backing_fmt = v[O_BACKING_FMT].set ? v[O_BACKING_FMT].str : NULL,
+        .nocow = v[O_NOCOW].set && v[O_NOCOW].num,
     };
     int ret;
 
@@ -541,8 +545,6 @@ static int create_qcow2(const char *filename, const struct oval *v, uint64_t siz
                      "a larger cluster size)", filename);
     if (ret < 0)
         return error("%s: %s", filename, err_msg(ret));
-    if (v[O_NOCOW].set && v[O_NOCOW].num)
-        set_nocow(filename);
     return 0;
 }
 
@@ -570,12 +572,14 @@ int cmd_create(int argc, const char **argv)
     memset(v, 0, sizeof(v));
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
     if (rc) {
-        free(a.options);
-        return rc < 0 ? 1 : 0;
+        rc = rc < 0 ? 1 : 0;
+        goto out;
     }
     rc = 1;
-    if (!a.fmt)
-        a.fmt = "raw";
+    if (!a.fmt && !(a.fmt = strdup("raw"))) {
+        error("%s", strerror(ENOMEM));
+        goto out;
+    }
     filename = nargs > 0 ? args[0] : NULL;
 
     if (a.options) {
@@ -689,6 +693,9 @@ out:
     for (size_t i = 0; i < O_COUNT; i++)
         free((char *)v[i].str);
     free(a.options);
+    free(a.fmt);
+    free(a.backing);
+    free(a.backing_fmt);
     cmd_done(pc);
     return rc;
 }

@@ -445,7 +445,7 @@ static void snapshot_row(const struct val *s)
     if (ic)
         snprintf(icount, sizeof(icount), "%" PRId64, ic->i);
     size_to_str((uint64_t)member(s, "vm-state-size")->i, vsize, sizeof(vsize));
-    printf("%-9s %-16s %8s %19s %12s %10s\n", id, name, vsize, date, clock, icount);
+    printf("%-9s %-16s %8s%20s%13s%11s\n", id, name, vsize, date, clock, icount);
 }
 
 /* qemu's bdrv_image_info_dump(). */
@@ -477,7 +477,7 @@ static void print_human(const struct val *info)
     if ((v = member(info, "backing-filename-format")))
         printf("backing file format: %s\n", v->s);
     if ((v = member(info, "snapshots"))) {
-        printf("Snapshot list:\n%-9s %-16s %8s %19s %12s %10s\n", "ID", "TAG", "VM SIZE",
+        printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE",
                "DATE", "VM CLOCK", "ICOUNT");
         for (size_t i = 0; i < v->n; i++)
             snapshot_row(v->kid[i]);
@@ -490,9 +490,10 @@ static void print_human(const struct val *info)
 
 /* ---- the command -------------------------------------------------------- */
 
+/* popt hands each option argument over to us: the strings are ours to free. */
 struct info_args {
-    const char *fmt;
-    const char *output;
+    char *fmt;
+    char *output;
     bool chain, force_share;
 };
 
@@ -501,8 +502,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     struct info_args *a = ctx;
 
     switch (val) {
-    case 'f': a->fmt = arg; break;
-    case 'o': a->output = arg; break;
+    case 'f': free(a->fmt); a->fmt = (char *)arg; break;
+    case 'o': free(a->output); a->output = (char *)arg; break;
     case 'c': a->chain = true; break;
     case 'U': a->force_share = true; break;
     }
@@ -541,8 +542,10 @@ int cmd_info(int argc, const char **argv)
     int nargs, json, rc = 1;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (rc)
-        return rc < 0 ? 1 : 0;
+    if (rc) {
+        rc = rc < 0 ? 1 : 0;
+        goto out;
+    }
     rc = 1;
     if (nargs > 1) {
         error("Expecting one image file name");
@@ -599,6 +602,8 @@ int cmd_info(int argc, const char **argv)
 out:
     free(file);
     free(fmt);
+    free(a.fmt);
+    free(a.output);
     val_free(list);
     cmd_done(pc);
     return rc;

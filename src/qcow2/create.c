@@ -19,8 +19,10 @@
  * Owns: the layout of fresh images. Must not: open existing images; there
  * is no struct qcow2 (and so no cache) for an image that does not exist yet.
  */
+#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "create.h"
@@ -857,6 +859,14 @@ int qcow2_create(const char *filename, const struct qcow2_create_opts *o)
         return ret;
     }
     ret = qfile_truncate(f, 0);
+    if (ret == 0 && o->nocow) {
+        /* As qemu: a hint, set while the file is empty; btrfs alone takes it. */
+        int attr;
+        if (ioctl(f->fd, FS_IOC_GETFLAGS, &attr) == 0) {
+            attr |= FS_NOCOW_FL;
+            (void)ioctl(f->fd, FS_IOC_SETFLAGS, &attr);
+        }
+    }
     if (ret == 0)
         ret = sim_init(&s, o, f);
     if (ret == 0)

@@ -30,6 +30,7 @@ struct qcow2_create_opts {
     enum qcow2_prealloc prealloc;
     const char *backing_file;   /* NULL: none */
     const char *backing_fmt;    /* NULL: none */
+    bool nocow;                 /* ask the file system not to copy on write */
 };
 
 /*
