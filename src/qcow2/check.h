@@ -146,6 +146,7 @@ struct chk {
     int round;                  /* > 0: recounting after repairs */
     bool quiet_unfixed;         /* do not print unfixed findings again */
     bool began_writes;
+    bool set_dirty;             /* the dirty bit is this repair's */
 
     uint64_t file_size;
     uint64_t nb;                /* clusters rc[] describes */
