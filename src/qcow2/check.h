@@ -88,6 +88,7 @@ enum qcow2_problem {
     PR_L1_TABLE_PAST_EOF,       /* the active L1 table */
     PR_SN_TABLE_OFFSET,
     PR_SN_TABLE_ALIAS,
+    PR_SN_EMPTY,
     PR_SN_TOO_MANY,
     PR_SN_INCOMPLETE,
     PR_SN_EXTRA_TOO_LARGE,
