@@ -258,3 +258,7 @@ corrupt_extl2_alloc_zero() {
     hdr "$1"; pos=$(l2_pos "$1" 0)
     wr64 "$1" $((pos + 8)) $(($(rd64 "$1" $((pos + 8))) | (1 << 32)))
 }
+corrupt_l1_table_past_eof() { hdr "$1"; wr64 "$1" 40 $((($(fsize "$1") / CS + 50) * CS)); }
+corrupt_snapshot_offset_invalid() { wr64 "$1" 64 0x10200; }
+# The refcount table's size field made to cover the L1 and L2 tables too.
+corrupt_reftable_clusters() { wr32 "$1" 56 22; }

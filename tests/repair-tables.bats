@@ -152,3 +152,18 @@ setup() { common_setup; }
     check_both img.qcow2
     repair_and_verify img.qcow2
 }
+
+@test "an active L1 table past the end of the file is replaced by an empty one" {
+    mk_image img.qcow2
+    corrupt_l1_table_past_eof img.qcow2
+    check_both img.qcow2
+    repair_and_verify img.qcow2
+}
+
+@test "a snapshot table offset qemu-img rejects is cleared (qemu-img cannot check it)" {
+    mk_image img.qcow2
+    corrupt_snapshot_offset_invalid img.qcow2
+    check_both img.qcow2
+    repair_and_verify img.qcow2
+    [ "$(peek_be64 img.qcow2 64)" -eq 0 ]
+}

@@ -189,3 +189,11 @@ kill_and_repair() {
     corrupt_zero_reftable img.qcow2
     kill_and_repair 0 1 2 3 4 5 6
 }
+
+@test "a refcount table size that covers other metadata is rebuilt" {
+    mk_image img.qcow2
+    corrupt_reftable_clusters img.qcow2
+    check_both img.qcow2
+    repair_and_verify img.qcow2
+    [ "$(peek_be32 img.qcow2 56)" -eq 1 ]
+}

@@ -359,8 +359,10 @@ int begin_writes(struct chk *c)
     c->began_writes = true;
     /* A crash in the middle of a repair leaves the dirty bit: whoever opens
      * the image read-write next repairs it first. */
-    if (q->meta.h.version >= 3 && !(q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY))
+    if (q->meta.h.version >= 3 && !(q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        c->set_dirty = true;
         return qcow2_set_incompat(q, QCOW2_INCOMPAT_DIRTY, true);
+    }
     return 0;
 }
 
@@ -625,8 +627,13 @@ static int finish(struct chk *c)
     ret = qcow2_flush(q);
     if (ret < 0)
         return ret;
-    /* As qemu: an image with nothing left to repair is clean and consistent. */
-    if (bits && !r->corruptions && !r->check_errors)
+    /* As qemu: an image with nothing left to repair is clean and consistent.
+     * With corruptions left, the dirty bit this repair set goes again. */
+    if (r->check_errors)
+        return 0;
+    if (r->corruptions)
+        bits &= c->set_dirty ? QCOW2_INCOMPAT_DIRTY : 0;
+    if (bits)
         ret = qcow2_set_incompat(q, bits, false);
     return ret;
 }

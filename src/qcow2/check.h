@@ -88,6 +88,7 @@ enum qcow2_problem {
     PR_L1_TABLE_PAST_EOF,       /* the active L1 table */
     PR_SN_TABLE_OFFSET,
     PR_SN_TABLE_ALIAS,
+    PR_SN_EMPTY,
     PR_SN_TOO_MANY,
     PR_SN_INCOMPLETE,
     PR_SN_EXTRA_TOO_LARGE,
@@ -146,6 +147,7 @@ struct chk {
     int round;                  /* > 0: recounting after repairs */
     bool quiet_unfixed;         /* do not print unfixed findings again */
     bool began_writes;
+    bool set_dirty;             /* the dirty bit is this repair's */
 
     uint64_t file_size;
     uint64_t nb;                /* clusters rc[] describes */

@@ -118,6 +118,17 @@ int pass_snapshots(struct chk *c)
         }
         return 0;
     }
+    if ((off & (q->cluster_size - 1)) || off > INT64_MAX) {
+        /* The entries may still be there: read them, write them aligned. */
+        p.offset = off;
+        if (problem(c, PR_SN_TABLE_OFFSET, &p))
+            c->sn_dirty = true;
+        if (off > INT64_MAX) {
+            if (c->sn_dirty)
+                return 0;   /* no table: written anew without snapshots */
+            n = 0;
+        }
+    }
     if (n > QCOW2_MAX_SNAPSHOTS) {
         p.index = n;
         if (problem(c, PR_SN_TOO_MANY, &p))
@@ -144,6 +155,14 @@ int pass_snapshots(struct chk *c)
         elen = QCOW2_SN_FIXED_LEN + (uint64_t)extra + id_len + name_len;
         if (off + elen > c->file_size)
             goto incomplete;
+        if (!id_len && !be32(fixed + QCOW2_SN_L1_SIZE)) {
+            /* Nothing to keep: no name to find it by, no L1 table. */
+            if (problem(c, PR_SN_EMPTY, &p)) {
+                c->sn_dirty = true;
+                off += ALIGN_UP(elen, 8);
+                continue;
+            }
+        }
         keep = extra;
         if (extra > QCOW2_MAX_SN_EXTRA) {
             p.refcount = extra;

@@ -235,7 +235,18 @@ int qcow2_open_blk(struct qcow2 **out, struct blk *self, struct qfile *f, int fl
                          file_size, check, "Reference count table");
         if (ret < 0)
             goto fail;
-        ret = load_snapshots(q, file_size, check);
+        if (h->nb_snapshots > QCOW2_MAX_SNAPSHOTS ||
+            (h->nb_snapshots && (h->snapshots_offset & (q->cluster_size - 1)))) {
+            if (!check) {
+                ret = err_set(h->nb_snapshots > QCOW2_MAX_SNAPSHOTS ? -EFBIG : -EINVAL,
+                              h->nb_snapshots > QCOW2_MAX_SNAPSHOTS ? "Too many snapshots"
+                              : "Invalid snapshot table offset");
+                goto fail;
+            }
+            ret = 0;    /* left to the checker */
+        } else {
+            ret = load_snapshots(q, file_size, check);
+        }
         if (ret < 0 && check) {
             /* The checker reads the snapshot table itself, and repairs it. */
             err_clear();
