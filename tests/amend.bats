@@ -329,13 +329,16 @@ same_messages() {
     [ "$(info z2.qcow2 '."format-specific".data."compression-type"')" = zlib ]
 }
 
-@test "a dirty image is refused with a pointer to repair, and left as it was" {
+@test "a dirty image is repaired on open, as qemu does, and then amended" {
     qemu-img create -q -f qcow2 -o lazy_refcounts=on t.qcow2 4M
+    qemu-io -c 'write -P 7 0 64k' t.qcow2 >/dev/null
+    qemu-img convert -O raw t.qcow2 before.raw
     poke t.qcow2 79 01      # incompatible feature bit 0: dirty
-    before=$(file_sum t.qcow2)
-    run -1 qimg amend -o compat=0.10 t.qcow2
-    assert_output "qimg: 't.qcow2' is dirty (lazy refcounts were not written back); run 'qimg repair t.qcow2' first"
-    [ "$(file_sum t.qcow2)" = "$before" ]
+    run -0 qimg amend -o compat=0.10 t.qcow2
+    run -0 qemu-img check t.qcow2
+    [ "$(info t.qcow2 '."format-specific".data.compat')" = 0.10 ]
+    qemu-img convert -O raw t.qcow2 after.raw
+    cmp before.raw after.raw
 }
 
 @test "lazy_refcounts turns on and off on v3" {
@@ -438,8 +441,8 @@ same_messages() {
 
 @test "a locked image is refused; -U amends it anyway" {
     qemu-img create -q -f qcow2 t.qcow2 4M
-    flock -s t.qcow2 sleep 3 3>&- &
-    sleep 0.3
+    qemu-io -c 'sleep 3000' t.qcow2 3>&- &
+    sleep 0.5
     run -1 qimg amend -o lazy_refcounts=on t.qcow2
     assert_line --index 0 --partial 'Failed to get "write" lock'
     run -0 qimg amend -U -o lazy_refcounts=on t.qcow2

@@ -171,11 +171,13 @@ same_json_text() {
 
 @test "a locked image needs -U (force-share)" {
     qemu-img create -q -f qcow2 l.qcow2 1M
-    exec 9<l.qcow2
-    flock -x 9
+    # A writer holding qemu's image lock (as a running VM would).
+    qemu-io -c 'sleep 3000' l.qcow2 3>&- &
+    sleep 0.5
     run -1 qimg info l.qcow2
-    assert_line --index 0 --partial "Failed to get \"shared\" lock"
+    assert_line --index 0 --partial "Failed to get shared \"write\" lock"
+    qemu-img info l.qcow2 2>&1 | grep -q 'Failed to get shared "write" lock'
     run -0 qimg info -U l.qcow2
     run -0 qimg info --force-share --output=json l.qcow2
-    exec 9<&-
+    kill %1 2>/dev/null || true
 }

@@ -240,7 +240,7 @@ int qcow2_open_blk(struct qcow2 **out, struct blk *self, struct qfile *f, int fl
             if (!check) {
                 ret = err_set(h->nb_snapshots > QCOW2_MAX_SNAPSHOTS ? -EFBIG : -EINVAL,
                               h->nb_snapshots > QCOW2_MAX_SNAPSHOTS ? "Too many snapshots"
-                              : "Invalid snapshot table offset");
+                              : "Snapshot table offset invalid");
                 goto fail;
             }
             ret = 0;    /* left to the checker */
