@@ -22,7 +22,7 @@ setup() {
     [ -x "$BATS_FILE_TMPDIR/engine_io" ] || skip "engine_io could not be built (run make)"
 }
 
-engine_io() { "$BATS_FILE_TMPDIR/engine_io" "$@"; }
+engine_io() { ${QIMG_WRAPPER:-} "$BATS_FILE_TMPDIR/engine_io" "$@"; }
 
 # random_requests N: N requests in REQS (cluster size CS, image size SIZE).
 # Compressed writes go to clusters no request has touched yet (qemu refuses
