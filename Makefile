@@ -57,7 +57,8 @@ $(BUILD)/%.o: src/%.c
 
 # SANITIZE=1 runs the same suite on build-san/qimg (ASan + UBSan).
 check: $(BIN) units
-	BUILD=$(BUILD) QIMG_BIN=$(CURDIR)/$(BIN) QIMG_SANITIZED=$(SANITIZE) tests/run
+	BUILD=$(BUILD) QIMG_BIN=$(CURDIR)/$(BIN) QIMG_SANITIZED=$(SANITIZE) \
+	    ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=0} tests/run
 
 bench: qimg
 	scripts/bench
