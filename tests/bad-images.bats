@@ -96,9 +96,11 @@ corpus_count() { ls "$CORPUS"/*.qcow2 | wc -l; }
         if [ "$rc" -eq 0 ]; then
             rc2=0; guarded "$QIMG_BIN" check work.qcow2 >out 2>err || rc2=$?
             [ "$rc2" -eq 0 ] || { echo "$img: repaired, but qimg check exits $rc2"; cat out err; return 1; }
-            if qemu-img info -U work.qcow2 >/dev/null 2>&1; then
-                rc3=0; qemu-img check work.qcow2 >out 2>&1 || rc3=$?
-                [ "$rc3" -eq 0 ] || { echo "$img: repaired, but qemu-img check exits $rc3"; cat out; return 1; }
+            # qemu-img judges too, where it can open the image at all (a
+            # backing file named relative to the corpus is not found here).
+            rc3=0; qemu-img check work.qcow2 >out 2>&1 || rc3=$?
+            if [ "$rc3" -ne 0 ] && ! grep -q "Could not open" out; then
+                echo "$img: repaired, but qemu-img check exits $rc3"; cat out; return 1
             fi
         fi
     done

@@ -200,5 +200,5 @@ Image end offset: 262144"
     run -0 qimg repair --help
     assert_line --index 0 "usage: qimg repair [-q] [-f fmt] [--output=human|json] [--leaks-only] [--dry-run] FILE"
     run -0 qimg help check
-    assert_line --index 0 "usage: qimg check [-q] [-f fmt] [--output=human|json] [-r leaks|all] [--deep] [-U] FILE"
+    assert_line --index 0 "usage: qimg check [-q] [-f fmt] [--output=human|json] [-r leaks|all] [--deep] FILE"
 }

@@ -2,27 +2,22 @@
 # datapath.bats - the qcow2 write path (src/qcow2/write.c) against qemu-io:
 # the same requests (pattern writes at any offset and length, zero writes,
 # compressed clusters) go to two copies of one image, one through qemu-io,
-# one through engine_io (tests/engine_io.c, a qemu-io for qimg's engine).
+# one through engine_io (tests/unit/engine_io.c, a qemu-io for qimg's engine).
 # The guest data must match, qemu-img check must find nothing (no leaks
 # either), and snapshots must keep what they had.
 load helpers
 
 setup_file() {
-    local top objs
-    top="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
-    objs=$(ls "$top"/build/*/*.o 2>/dev/null | grep -v '/main\.o$' || true)
-    [ -n "$objs" ] || return 0
-    cc -std=gnu11 -O1 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$top/src" \
-        -o "$BATS_FILE_TMPDIR/engine_io" "$top/tests/engine_io.c" $objs \
-        -lpopt -lcrypto -lzstd -lz -lm -lpthread
+    # Built by `make units` with the engine's objects.
+    export ENGINE_IO="$BATS_TEST_DIRNAME/../${BUILD:-build}/unit/engine_io"
 }
 
 setup() {
     common_setup
-    [ -x "$BATS_FILE_TMPDIR/engine_io" ] || skip "engine_io could not be built (run make)"
+    [ -x "$ENGINE_IO" ] || skip "engine_io is not built (make units)"
 }
 
-engine_io() { ${QIMG_WRAPPER:-} "$BATS_FILE_TMPDIR/engine_io" "$@"; }
+engine_io() { ${QIMG_WRAPPER:-} "$ENGINE_IO" "$@"; }
 
 # random_requests N: N requests in REQS (cluster size CS, image size SIZE).
 # Compressed writes go to clusters no request has touched yet (qemu refuses

@@ -288,7 +288,7 @@ int cmd_amend(int argc, const char **argv)
     };
     struct cmd_spec spec = {
         .name = "amend",
-        .synopsis = "[-q] [-p] [-f fmt] [--force] [-U] -o options FILE",
+        .synopsis = "[-q] [-p] [-f fmt] [--force] -o options FILE",
         .summary = "Change the format-specific options of an image in place.",
         .opts = table,
         .min_args = 0,
@@ -363,16 +363,6 @@ int cmd_amend(int argc, const char **argv)
     q = b->priv;
     if (check_syntax(&o) || check_values(&o, q, &ao))
         goto out;
-    if (q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
-        /*
-         * CHECKER: qemu repairs a dirty image (lazy refcounts) when it opens
-         * it read-write, then amends. Once check.c lands, run its repair
-         * here and go on; until then qimg refuses and names the command.
-         */
-        error("'%s' is dirty (lazy refcounts were not written back); run '%s repair %s' "
-              "first", file, qimg_progname, file);
-        goto out;
-    }
     ao.force = force;
     progress_init(&prog, progress && !quiet);
     ao.progress = show_progress;
@@ -392,7 +382,8 @@ int cmd_amend(int argc, const char **argv)
         error("Could not close '%s': %s", file, err_msg(ret));
         goto out;
     }
-    rc = 0;
+    /* A dirty image was repaired by the open; the result must check clean. */
+    rc = cmd_verify_image(file);
 out:
     if (b)
         blk_close(b);

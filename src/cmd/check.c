@@ -201,7 +201,7 @@ int cmd_check(int argc, const char **argv)
     };
     const struct cmd_spec spec = {
         .name = "check",
-        .synopsis = "[-q] [-f fmt] [--output=human|json] [-r leaks|all] [--deep] [-U] FILE",
+        .synopsis = "[-q] [-f fmt] [--output=human|json] [-r leaks|all] [--deep] FILE",
         .summary = "Check a qcow2 image for consistency; repair it with -r. Exit status: "
                    "0 consistent, 1 check not completed, 2 corruptions, 3 only leaks, "
                    "63 the format has no checks.",

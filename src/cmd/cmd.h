@@ -63,6 +63,12 @@ void cmd_print_help(const struct cmd_spec *spec, FILE *f);
 
 /* Open-error text as qemu-img prints it: "Could not open 'F': why". */
 int cmd_open_error(const char *file, int code);
+/*
+ * Run the shared refcount checker over a qcow2 image a command has just
+ * written (and closed): 0 when it checks clean, else 1 after saying what
+ * is wrong and what to run. Raw images pass.
+ */
+int cmd_verify_image(const char *file);
 /* Parse --output=human|json. Returns 0 human, 1 json, -1 after an error. */
 int cmd_output_format(const char *s);
 

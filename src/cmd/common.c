@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../qcow2/check.h"
 #include "cmd.h"
 
 void cmd_print_help(const struct cmd_spec *spec, FILE *f)
@@ -106,4 +107,38 @@ int cmd_output_format(const char *s)
         return 1;
     error("--output must be used with human or json as argument.");
     return -1;
+}
+
+int cmd_verify_image(const char *file)
+{
+    struct qcow2_check_opts o = { 0 };
+    struct qcow2_check_result r = { 0 };
+    struct qfile *f;
+    struct qcow2 *q;
+    uint8_t magic[4];
+    int ret;
+
+    ret = qfile_open(&f, file, QF_RDONLY | QF_NOLOCK);
+    if (ret == 0 && (qfile_pread(f, magic, 4, 0) < 0 || be32(magic) != QCOW_MAGIC)) {
+        qfile_close(f);
+        return 0;       /* not qcow2: nothing to count */
+    }
+    if (ret == 0) {
+        ret = qcow2_open(&q, f, QCOW2_OPEN_CHECK);
+        if (ret < 0)
+            qfile_close(f);
+    }
+    if (ret == 0) {
+        ret = qcow2_check(q, &o, &r);
+        qcow2_close(q);
+    }
+    if (ret < 0)
+        return error("'%s' was written, but could not be checked afterwards: %s", file,
+                     err_msg(ret));
+    if (r.corruptions || r.leaks || r.check_errors)
+        return error("'%s' was written, but does not check clean (%llu corruptions, "
+                     "%llu leaked clusters); run '%s check %s'", file,
+                     (unsigned long long)r.corruptions, (unsigned long long)r.leaks,
+                     qimg_progname, file);
+    return 0;
 }

@@ -613,6 +613,9 @@ close:
         blk_close(c.in[i]);
     if (rc && c.created)
         unlink(c.out_name);
+    /* The shared checker proves the qcow2 that was written. */
+    if (rc == 0 && c.out_fmt && !strcmp(c.out_fmt, "qcow2"))
+        rc = cmd_verify_image(c.out_name);
     free(c.in);
     free(c.start);
 done:

@@ -553,7 +553,7 @@ int cmd_create(int argc, const char **argv)
     struct create_args a = { 0 };
     const struct cmd_spec spec = {
         .name = "create",
-        .synopsis = "[-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] "
+        .synopsis = "[-q] [-f fmt] [-b backing [-F backing_fmt]] [-u] [-o options] "
                     "FILE [SIZE]",
         .summary = "Create a new disk image FILE of SIZE bytes (suffixes k, M, G, T, P, E) "
                    "in format fmt.",

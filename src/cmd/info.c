@@ -527,7 +527,7 @@ int cmd_info(int argc, const char **argv)
     struct info_args a = { 0 };
     const struct cmd_spec spec = {
         .name = "info",
-        .synopsis = "[-f fmt] [--output=human|json] [--backing-chain] [-U] FILE",
+        .synopsis = "[-f fmt] [--output=human|json] [--backing-chain] FILE",
         .summary = "Show information about the disk image FILE (read-only).",
         .opts = info_popt,
         .on_opt = on_opt,

@@ -333,9 +333,8 @@ int cmd_snapshot(int argc, const char **argv)
         else
             rc = error("Could not %s snapshot '%s': %s", verb(c.action), c.arg, err_msg(ret));
     }
-    if (rc == 0 && c.action != ACT_LIST && c.action != ACT_NONE) {
-        /* verify: the shared checker runs here */
-    }
+    if (rc == 0 && c.action != ACT_LIST && c.action != ACT_NONE)
+        rc = cmd_verify_image(file);
 out:
     cmd_done(pc);
     free(c.arg);

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "block/block.h"
-#include "util/util.h"
+#include "../../src/block/block.h"
+#include "../../src/util/util.h"
 
 static int run(struct blk *b, const char *cmd)
 {
