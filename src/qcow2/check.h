@@ -89,6 +89,7 @@ enum qcow2_problem {
     PR_SN_TABLE_OFFSET,
     PR_SN_TABLE_ALIAS,
     PR_SN_EMPTY,
+    PR_SN_TRUNCATED,
     PR_SN_TOO_MANY,
     PR_SN_INCOMPLETE,
     PR_SN_EXTRA_TOO_LARGE,
