@@ -130,7 +130,7 @@ int check_run(const struct check_args *a)
     } else if (ret == 0 && a->dry_run && (r.leaks_fixable || r.corruptions_fixable) &&
                !a->json && !a->quiet) {
         printf("The following inconsistencies would be repaired (dry run, nothing was "
-               "written):\n\n    %llu leaked clusters\n    %llu corruptions\n\n",
+               "written):\n\n    %llu leaked clusters\n    %llu corruptions\n",
                (unsigned long long)r.leaks_fixable, (unsigned long long)r.corruptions_fixable);
     }
     if (ret == 0) {
