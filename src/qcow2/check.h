@@ -187,8 +187,6 @@ struct chk {
 bool problem(struct chk *c, enum qcow2_problem code, const struct pctx *p);
 /* The repair problem() asked for failed: count the finding as remaining. */
 void problem_not_fixed(struct chk *c, enum qcow2_problem code);
-/* A free-form line (qemu's hints), printed unless quiet. */
-void problem_note(struct chk *c, const char *fmt, ...) PRINTF(2, 3);
 
 /* ---- check.c: the expected refcount array and stored refcounts ---- */
 uint64_t rc_get(struct chk *c, uint64_t i);

@@ -295,15 +295,3 @@ void problem_not_fixed(struct chk *c, enum qcow2_problem code)
         r->corruptions++;
     }
 }
-
-void problem_note(struct chk *c, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (c->quiet_unfixed)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(c->line, sizeof(c->line), fmt, ap);
-    va_end(ap);
-    emit(c, c->line);
-}
