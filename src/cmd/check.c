@@ -18,8 +18,8 @@
 static void report_line(void *opaque, const char *line)
 {
     (void)opaque;
-    fflush(stdout);
-    fprintf(stderr, "%s\n", line);
+    fputs(line, stderr);
+    fputc('\n', stderr);
 }
 
 static void print_human(const struct qcow2_check_result *r, bool quiet)
@@ -110,7 +110,10 @@ int check_run(const struct check_args *a)
         return 63;
     }
 
+    /* Findings can be millions of lines: buffer them, flush before the summary. */
+    setvbuf(stderr, NULL, _IOFBF, 1 << 16);
     ret = qcow2_check(b->priv, &o, &r);
+    fflush(stderr);
     if (ret == 0 && writes && (r.leaks_fixed || r.corruptions_fixed) && !r.check_errors) {
         /* As qemu-img: say what was repaired, then check again. */
         if (!a->json && !a->quiet)
@@ -120,13 +123,14 @@ int check_run(const struct check_args *a)
                    (unsigned long long)r.leaks_fixed, (unsigned long long)r.corruptions_fixed);
         o.fix = 0;
         ret = qcow2_check(b->priv, &o, &again);
+        fflush(stderr);
         again.leaks_fixed = r.leaks_fixed;
         again.corruptions_fixed = r.corruptions_fixed;
         r = again;
     } else if (ret == 0 && a->dry_run && (r.leaks_fixable || r.corruptions_fixable) &&
                !a->json && !a->quiet) {
         printf("The following inconsistencies would be repaired (dry run, nothing was "
-               "written):\n\n    %llu leaked clusters\n    %llu corruptions\n\n",
+               "written):\n\n    %llu leaked clusters\n    %llu corruptions\n",
                (unsigned long long)r.leaks_fixable, (unsigned long long)r.corruptions_fixable);
     }
     if (ret == 0) {

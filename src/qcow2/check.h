@@ -89,6 +89,7 @@ enum qcow2_problem {
     PR_SN_TABLE_OFFSET,
     PR_SN_TABLE_ALIAS,
     PR_SN_EMPTY,
+    PR_SN_TRUNCATED,
     PR_SN_TOO_MANY,
     PR_SN_INCOMPLETE,
     PR_SN_EXTRA_TOO_LARGE,
@@ -186,8 +187,6 @@ struct chk {
 bool problem(struct chk *c, enum qcow2_problem code, const struct pctx *p);
 /* The repair problem() asked for failed: count the finding as remaining. */
 void problem_not_fixed(struct chk *c, enum qcow2_problem code);
-/* A free-form line (qemu's hints), printed unless quiet. */
-void problem_note(struct chk *c, const char *fmt, ...) PRINTF(2, 3);
 
 /* ---- check.c: the expected refcount array and stored refcounts ---- */
 uint64_t rc_get(struct chk *c, uint64_t i);

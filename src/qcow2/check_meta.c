@@ -153,8 +153,13 @@ int pass_snapshots(struct chk *c)
         id_len = be16(fixed + QCOW2_SN_ID_SIZE);
         name_len = be16(fixed + QCOW2_SN_NAME_SIZE);
         elen = QCOW2_SN_FIXED_LEN + (uint64_t)extra + id_len + name_len;
-        if (off + elen > c->file_size)
-            goto incomplete;
+        if (off + elen > c->file_size) {
+            /* As qemu, what is missing reads as zeros; written back whole. */
+            p.offset = off;
+            p.size = elen;
+            if (problem(c, PR_SN_TRUNCATED, &p))
+                c->sn_dirty = true;
+        }
         if (!id_len && !be32(fixed + QCOW2_SN_L1_SIZE)) {
             /* Nothing to keep: no name to find it by, no L1 table. */
             if (problem(c, PR_SN_EMPTY, &p)) {
@@ -182,12 +187,12 @@ int pass_snapshots(struct chk *c)
             memset(buf + len, 0, want);
             memcpy(buf + len, fixed, sizeof(fixed));
             put_be32(buf + len + QCOW2_SN_EXTRA_SIZE, keep);
-            ret = qfile_pread(q->file, buf + len + QCOW2_SN_FIXED_LEN, keep,
-                              off + QCOW2_SN_FIXED_LEN);
+            ret = qfile_pread_pad(q->file, buf + len + QCOW2_SN_FIXED_LEN, keep,
+                                  off + QCOW2_SN_FIXED_LEN);
             if (ret == 0)
-                ret = qfile_pread(q->file, buf + len + QCOW2_SN_FIXED_LEN + keep,
-                                  (size_t)id_len + name_len,
-                                  off + QCOW2_SN_FIXED_LEN + extra);
+                ret = qfile_pread_pad(q->file, buf + len + QCOW2_SN_FIXED_LEN + keep,
+                                      (size_t)id_len + name_len,
+                                      off + QCOW2_SN_FIXED_LEN + extra);
             if (ret < 0) {
                 ret = check_io_error(c, ret, "snapshot table", off);
                 goto out;

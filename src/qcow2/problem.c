@@ -112,6 +112,9 @@ static const struct problem_row rows[PR_COUNT] = {
     [PR_SN_TABLE_ALIAS] = { P_CORRUPT, QCOW2_FIX_ERRORS, PF_QIMG,
         "%V snapshot table at offset 0x%o lies on %m",
         "its entries are not snapshots; they are dropped", NULL },
+    [PR_SN_TRUNCATED] = { P_CORRUPT, QCOW2_FIX_ERRORS, PF_QIMG,
+        "%V snapshot table entry %i (0x%s bytes at offset 0x%o) runs past the end of the file",
+        "the missing bytes read as zeros and the entry is written back whole", NULL },
     [PR_SN_TOO_MANY] = { P_CORRUPT, QCOW2_FIX_ERRORS, 0,
         "%V snapshot table too large: %i snapshots, more than 65536",
         "the overhanging snapshots are discarded", NULL },
@@ -173,7 +176,11 @@ static void expand(char *line, size_t *n, size_t cap, const char *fmt, const cha
 {
     for (const char *f = fmt; *f; f++) {
         if (*f != '%' || !f[1]) {
-            add(line, n, cap, "%c", *f);
+            size_t run = strcspn(f, "%");
+            if (!run)
+                run = 1;
+            add(line, n, cap, "%.*s", (int)run, f);
+            f += run - 1;
             continue;
         }
         switch (*++f) {
@@ -287,16 +294,4 @@ void problem_not_fixed(struct chk *c, enum qcow2_problem code)
             r->corruptions_fixed--;
         r->corruptions++;
     }
-}
-
-void problem_note(struct chk *c, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (c->quiet_unfixed)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(c->line, sizeof(c->line), fmt, ap);
-    va_end(ap);
-    emit(c, c->line);
 }
