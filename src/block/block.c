@@ -173,6 +173,19 @@ int blk_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
     return b->drv->block_status(b, off, len, pnum, map, flags);
 }
 
+int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len)
+{
+    if (!b || off >= b->size) {
+        memset(buf, 0, len);
+        return 0;
+    }
+    if (len > b->size - off) {
+        memset((uint8_t *)buf + (b->size - off), 0, len - (size_t)(b->size - off));
+        len = (size_t)(b->size - off);
+    }
+    return blk_read(b, off, buf, len);
+}
+
 int blk_flush(struct blk *b)
 {
     return b->drv->flush ? b->drv->flush(b) : 0;

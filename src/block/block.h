@@ -112,6 +112,9 @@ int blk_write_zeroes(struct blk *b, uint64_t off, uint64_t len);
 int blk_block_status(struct blk *b, uint64_t off, uint64_t len, uint64_t *pnum,
                      uint64_t *map, int *flags);
 int blk_flush(struct blk *b);
+/* Read what an overlay sees of its backing image b (NULL: no backing file):
+ * zeros where there is none, or past its end when it is shorter. */
+int blk_read_backing(struct blk *b, uint64_t off, void *buf, size_t len);
 /* Resolve a backing file name relative to the image that names it. */
 char *blk_backing_path(const char *image, const char *backing);
 

@@ -217,27 +217,6 @@ static int read_compressed(struct qcow2 *q, uint64_t l2e, uint64_t in_cluster, v
     return 0;
 }
 
-static int read_backing(struct qcow2 *q, uint64_t off, void *buf, size_t len)
-{
-    uint64_t bsize;
-
-    if (!q->backing) {
-        memset(buf, 0, len);
-        return 0;
-    }
-    /* A backing file shorter than the overlay reads as zeros past its end. */
-    bsize = q->backing->size;
-    if (off >= bsize) {
-        memset(buf, 0, len);
-        return 0;
-    }
-    if (len > bsize - off) {
-        memset((uint8_t *)buf + (bsize - off), 0, len - (size_t)(bsize - off));
-        len = (size_t)(bsize - off);
-    }
-    return blk_read(q->backing, off, buf, len);
-}
-
 int qcow2_read(struct qcow2 *q, uint64_t off, void *buf, size_t len)
 {
     uint8_t *p = buf;
@@ -253,7 +232,7 @@ int qcow2_read(struct qcow2 *q, uint64_t off, void *buf, size_t len)
         n = (size_t)m.bytes;
         switch (m.type) {
         case QCOW2_C_UNALLOCATED:
-            ret = read_backing(q, off, p, n);
+            ret = blk_read_backing(q->backing, off, p, n);
             break;
         case QCOW2_C_ZERO_PLAIN:
         case QCOW2_C_ZERO_ALLOC:

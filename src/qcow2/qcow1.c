@@ -234,26 +234,6 @@ static int read_compressed(struct qcow1 *s, uint64_t e, uint64_t in_cluster, voi
     return 0;
 }
 
-static int read_backing(struct qcow1 *s, uint64_t off, uint8_t *buf, size_t len)
-{
-    uint64_t bsize;
-
-    if (!s->backing) {
-        memset(buf, 0, len);
-        return 0;
-    }
-    bsize = s->backing->size;
-    if (off >= bsize) {
-        memset(buf, 0, len);
-        return 0;
-    }
-    if (len > bsize - off) {
-        memset(buf + (bsize - off), 0, len - (size_t)(bsize - off));
-        len = (size_t)(bsize - off);
-    }
-    return blk_read(s->backing, off, buf, len);
-}
-
 /* Run of clusters from off stored alike (contiguous on the host when data). */
 static int run_at(struct qcow1 *s, uint64_t off, uint64_t len, uint64_t *e, uint64_t *n)
 {
@@ -287,7 +267,7 @@ int qcow1_read(struct qcow1 *s, uint64_t off, void *buf, size_t len)
         if (ret < 0)
             return ret;
         if (!e)
-            ret = read_backing(s, off, p, n);
+            ret = blk_read_backing(s->backing, off, p, n);
         else if (e & QCOW1_OFLAG_COMPRESSED)
             ret = read_compressed(s, e, off & (s->cluster_size - 1), p, n);
         else
