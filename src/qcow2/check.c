@@ -595,6 +595,7 @@ static int count_all(struct chk *c)
     c->nb = 0;
     if (c->rc)
         memset(c->rc, 0, (size_t)c->cap * sizeof(*c->rc));
+    memset(c->copied_ok, 0, c->q->l1_size / 8 + 1);
     c->nbig = 0;
     ret = rc_grow(c, DIV_ROUND_UP(c->file_size, q->cluster_size));
     if (ret < 0)
@@ -654,7 +655,8 @@ int qcow2_check(struct qcow2 *q, const struct qcow2_check_opts *o,
     c.buf = malloc(q->cluster_size);
     c.buf2 = malloc(2 * q->cluster_size + 512);
     c.def = malloc(CHECK_MAX_DEFERRED * sizeof(*c.def));
-    if (!c.buf || !c.buf2 || !c.def) {
+    c.copied_ok = calloc(q->l1_size / 8 + 1, 1);
+    if (!c.buf || !c.buf2 || !c.def || !c.copied_ok) {
         ret = -ENOMEM;
         goto out;
     }
@@ -729,6 +731,7 @@ out:
     free(c.buf2);
     free(c.dbuf);
     free(c.sn_skip);
+    free(c.copied_ok);
     if (ret < 0 && !r->check_errors)
         r->check_errors++;
     return ret;

@@ -164,6 +164,9 @@ struct chk {
     bool sn_dirty;              /* the snapshot table must be rewritten */
     bool l1_new;                /* the active L1 table must be replaced */
     bool *sn_skip;              /* snapshots not walked (unusable L1 table) */
+    uint8_t *copied_ok;         /* active L1 indexes whose L2 table's COPIED
+                                   flags agreed with the stored refcounts when
+                                   walked (bitmap; see pass_copied) */
     uint64_t sn_disk_size;      /* bytes the snapshot table takes on disk */
 
     struct deferred *def;

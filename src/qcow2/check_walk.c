@@ -154,6 +154,29 @@ static uint64_t l2b(const struct qcow2 *q, const uint8_t *t, uint64_t j)
     return q->extl2 ? be64(t + j * 16 + 8) : 0;
 }
 
+/*
+ * The first entry at or after j that is not all zeros (q->l2_entries if
+ * none). Most entries of a sparse image's tables are empty: skipping them
+ * four words at a time keeps the walks at memory speed.
+ */
+static uint64_t next_used(const struct qcow2 *q, const uint8_t *t, uint64_t j)
+{
+    uint64_t words = q->l2_entries * q->l2_entry_size / 8;
+    uint64_t k = j * q->l2_entry_size / 8, w[4];
+
+    for (; k + 4 <= words; k += 4) {
+        memcpy(w, t + k * 8, sizeof(w));
+        if (w[0] | w[1] | w[2] | w[3])
+            break;
+    }
+    for (; k < words; k++) {
+        memcpy(w, t + k * 8, 8);
+        if (w[0])
+            break;
+    }
+    return k * 8 / q->l2_entry_size;
+}
+
 /* ---- pass: L1 entries --------------------------------------------- */
 
 /* The refcount table index whose block is at off, or -1. */
@@ -309,14 +332,12 @@ static int walk_l2(struct chk *c, int64_t sn, uint32_t i, uint64_t l2, uint8_t *
     uint64_t cs = q->cluster_size, next = 0;
     bool active = sn < 0, can_fix = cached;
 
-    for (uint64_t j = 0; j < q->l2_entries; j++) {
+    for (uint64_t j = next_used(q, t, 0); j < q->l2_entries; j = next_used(q, t, j + 1)) {
         /* e, b as qemu reads them; ne, nb what the table gets back. */
         uint64_t e = l2e(q, t, j), b = l2b(q, t, j), ne = e, nb = b;
         int type = ctype(q, e), f;
         struct pctx p = { .gsn = -1, .index = (int64_t)j };
 
-        if (!e && !b)
-            continue;
         guest_l2(c, &p, sn, i, j);
         p.entry = e;
         if (type != T_COMPRESSED && (e & L2E_STD_RESERVED_MASK)) {
@@ -431,6 +452,28 @@ static int walk_l2(struct chk *c, int64_t sn, uint32_t i, uint64_t l2, uint8_t *
     return 0;
 }
 
+/*
+ * Does every entry of an active L2 table carry OFLAG_COPIED exactly when
+ * its stored refcount is 1? Asked while the table is in hand, so that the
+ * COPIED pass need not read it again when nothing was written since.
+ */
+static bool copied_agree(struct chk *c, const uint8_t *t)
+{
+    struct qcow2 *q = c->q;
+
+    for (uint64_t j = next_used(q, t, 0); j < q->l2_entries; j = next_used(q, t, j + 1)) {
+        uint64_t e = l2e(q, t, j), rc;
+        int type = ctype(q, e);
+
+        if (type != T_NORMAL && type != T_ZERO_ALLOC)
+            continue;
+        if (stored_get(c, (e & L2E_OFFSET_MASK) >> q->cluster_bits, &rc) != 0 ||
+            (rc == 1) != !!(e & QCOW_OFLAG_COPIED))
+            return false;
+    }
+    return true;
+}
+
 static int data_of(struct chk *c, int64_t sn, uint64_t *l1, uint32_t n)
 {
     struct qcow2 *q = c->q;
@@ -452,6 +495,8 @@ static int data_of(struct chk *c, int64_t sn, uint64_t *l1, uint32_t n)
             if (ret == 0)
                 qcow2_cache_mark_dirty(q->l2_cache, t);
         }
+        if (ret == 0 && sn < 0 && i < q->l1_size && copied_agree(c, t))
+            c->copied_ok[i / 8] |= 1u << (i % 8);
         l2_put(c, &t, cached);
         if (ret < 0)
             return ret;
@@ -508,9 +553,12 @@ int pass_copied(struct chk *c)
         }
         if (past_eof(c, l2, cs))
             continue;
+        /* Agreed when counted, and nothing written since. */
+        if (!c->began_writes && (c->copied_ok[i / 8] & (1u << (i % 8))))
+            continue;
         if (l2_get(c, l2, &t, &cached) < 0)
             continue;
-        for (uint64_t j = 0; j < q->l2_entries; j++) {
+        for (uint64_t j = next_used(q, t, 0); j < q->l2_entries; j = next_used(q, t, j + 1)) {
             uint64_t e2 = l2e(q, t, j);
             int type = ctype(q, e2);
             struct pctx pd = { .gsn = -1, .entry = e2 };
