@@ -79,7 +79,8 @@ static int olx_build(struct chk *c)
         ret = olx_add(c, &cap, q->reftable[i] & REFT_OFFSET_MASK);
     if (ret < 0)
         return ret;
-    qsort(c->olx, c->nolx, sizeof(*c->olx), cmp_u64);
+    if (c->nolx)
+        qsort(c->olx, c->nolx, sizeof(*c->olx), cmp_u64);
     c->olx_built = true;
     return 0;
 }
