@@ -15,7 +15,10 @@ teardown() {
     if [ -n "${MNT:-}" ] && mountpoint -q "$MNT"; then
         umount "$MNT" || true
     fi
-    kill %1 2>/dev/null || true
+    if [ -n "${HOLD_PID:-}" ]; then
+        kill "$HOLD_PID" 2>/dev/null || true
+        wait "$HOLD_PID" 2>/dev/null || true
+    fi
 }
 
 # A small image with data, a compressed cluster, zeros and a snapshot.
@@ -157,7 +160,10 @@ place() {
 
 # hold FILE: keep FILE open for writing in qemu-io, as a running VM does.
 hold() {
-    qemu-io -c 'sleep 3000' "$1" 3>&- &
+    # qemu-io sleeps in milliseconds: long enough for slow (sanitized) runs;
+    # teardown ends it.
+    qemu-io -c 'sleep 120000' "$1" 3>&- &
+    HOLD_PID=$!
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         qemu-img info "$1" >/dev/null 2>&1 || return 0
         sleep 0.2
