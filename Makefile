@@ -35,6 +35,8 @@ OBJS := $(SRCS:src/%.c=$(BUILD)/%.o)
 LIBOBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
+# The fuzz targets as plain programs that replay saved inputs (tests/fuzz.bats).
+UNITS += $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard tests/fuzz/*.c))
 DEPS := $(OBJS:.o=.d)
 
 all: $(BIN)
@@ -48,6 +50,10 @@ units: $(UNITS)
 $(BUILD)/unit/%: tests/unit/%.c $(LIBOBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_main.h $(LIBOBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -DFUZZ_REPLAY $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBOBJS) $(LIBS)
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(dir $@)
@@ -63,21 +69,34 @@ check: $(BIN) units
 bench: qimg
 	scripts/bench
 
-# libFuzzer targets under tests/fuzz, built with clang and the sanitizers.
+# libFuzzer targets under tests/fuzz, built with clang and the sanitizers;
+# each runs FUZZ_SECONDS. Memory is bounded: an allocation past the limit
+# is a finding, as is one input that takes longer than FUZZ_TIMEOUT.
 FUZZ_SECONDS ?= 60
-FUZZ_SRCS := $(filter-out src/main.c,$(SRCS))
+FUZZ_TIMEOUT ?= 20
+FUZZ_OBJS := $(LIBOBJS:$(BUILD)/%.o=build-fuzz/obj/%.o)
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,build-fuzz/%,$(wildcard tests/fuzz/*.c))
 FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 
-build-fuzz/%: tests/fuzz/%.c $(FUZZ_SRCS)
+build-fuzz/obj/%.o: src/%.c
 	@mkdir -p $(dir $@)
-	clang $(CPPFLAGS) -std=gnu11 $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS) $(LIBS)
+	clang $(CPPFLAGS) -std=gnu11 $(FUZZ_FLAGS) -MMD -MP -c -o $@ $<
+
+-include $(FUZZ_OBJS:.o=.d)
+.SECONDARY: $(FUZZ_OBJS)
+
+build-fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz_main.h $(FUZZ_OBJS)
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) -std=gnu11 $(FUZZ_FLAGS) -o $@ $< $(FUZZ_OBJS) $(LIBS)
+
+fuzz-build: $(FUZZ_TARGETS)
 
 fuzz: $(FUZZ_TARGETS)
 	[ -d tests/fuzz/seeds ] || tests/fuzz/make-seeds
 	for t in $(FUZZ_TARGETS); do \
 	    mkdir -p build-fuzz/corpus-$$(basename $$t); \
-	    $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -max_len=262144 \
+	    $$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -malloc_limit_mb=256 \
+	        -timeout=$(FUZZ_TIMEOUT) -max_len=262144 \
 	        -artifact_prefix=build-fuzz/ build-fuzz/corpus-$$(basename $$t) tests/fuzz/seeds || exit 1; \
 	done
 
@@ -91,4 +110,4 @@ install: qimg
 clean:
 	rm -rf build build-san build-fuzz qimg
 
-.PHONY: all units fuzz check bench install clean
+.PHONY: all units fuzz fuzz-build check bench install clean

@@ -373,7 +373,11 @@ int cmd_amend(int argc, const char **argv)
     else if (prog.on)
         fputc('\n', stderr);   /* no false 100% on failure */
     if (ret < 0) {
-        error("%s", err_msg(ret));
+        /* A bare errno (a write that failed: full disk) needs the file. */
+        if (err_has_msg(ret))
+            error("%s", err_msg(ret));
+        else
+            error("Error while amending options of '%s': %s", file, err_msg(ret));
         goto out;
     }
     ret = blk_close(b);

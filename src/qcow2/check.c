@@ -724,6 +724,7 @@ out:
     free(c.big);
     free(c.detached);
     free(c.def);
+    free(c.olx);
     free(c.fresh);
     free(c.want);
     free(c.owner);

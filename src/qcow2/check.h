@@ -171,6 +171,12 @@ struct chk {
 
     struct deferred *def;
     size_t ndef;
+    /* The clusters the in-memory L1 and refcount tables name, sorted: the
+     * repair's own overlap check for the clusters it allocates (stale
+     * entries only make it more careful). Built at the first allocation. */
+    uint64_t *olx;
+    size_t nolx;
+    bool olx_built;
     uint64_t *fresh;            /* clusters this repair allocated */
     size_t nfresh, capfresh;
 

@@ -258,24 +258,29 @@ static int count_fixed(struct chk *c, uint64_t off, uint64_t len, struct pctx *p
     return f < 0 ? f : 0;
 }
 
-static int count_bitmaps(struct chk *c)
+/*
+ * Walk the bitmap directory and tables. count: count every cluster they use
+ * and report what is wrong. !count: only validate (nothing counted or
+ * reported); returns 1 at the first problem, with p->str saying what.
+ */
+static int walk_bitmaps(struct chk *c, bool count, struct pctx *p)
 {
     struct qcow2 *q = c->q;
     const struct qcow2_meta *m = &q->meta;
     uint64_t cs = q->cluster_size, dsize = m->bitmap_dir_size, doff = m->bitmap_dir_offset;
-    struct pctx p = { .gsn = -1, .offset = doff };
     uint8_t *dir;
     size_t pos = 0;
     int ret;
 
-    if (!m->has_bitmaps_ext || !(m->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) ||
-        !m->nb_bitmaps)
-        return 0;
     if ((doff & (cs - 1)) || dsize > MAX_BITMAP_DIR_BYTES || !dsize) {
-        p.str = "bad offset or size";
+        p->str = "bad offset or size";
         goto bad;
     }
-    ret = count_fixed(c, doff, dsize, &p);
+    if (!count && (past_eof(c, doff, dsize) || range_kinds(c, doff, dsize))) {
+        p->str = "past the end of the file or on other metadata";
+        return 1;
+    }
+    ret = count ? count_fixed(c, doff, dsize, p) : 0;
     if (ret < 0)
         return ret;
     dir = malloc(dsize);
@@ -290,20 +295,22 @@ static int count_bitmaps(struct chk *c)
         uint64_t toff, tsize, elen;
 
         if (dsize - pos < 24) {
-            p.str = "entries run past its end";
+            p->str = "entries run past its end";
             free(dir);
             goto bad;
         }
         toff = be64(dir + pos);
         tsize = be32(dir + pos + 8);
         elen = ALIGN_UP(24 + (uint64_t)be32(dir + pos + 20) + be16(dir + pos + 18), 8);
-        if (elen > dsize - pos || (toff & (cs - 1)) || tsize > MAX_BITMAP_TABLE_ENTRIES) {
-            p.str = "invalid bitmap entry";
+        if (elen > dsize - pos || (toff & (cs - 1)) || tsize > MAX_BITMAP_TABLE_ENTRIES ||
+            (!count && tsize && (past_eof(c, toff, tsize * 8) ||
+                                 range_kinds(c, toff, tsize * 8)))) {
+            p->str = "invalid bitmap entry";
             free(dir);
             goto bad;
         }
         pos += elen;
-        ret = count_fixed(c, toff, tsize * 8, &p);
+        ret = count ? count_fixed(c, toff, tsize * 8, p) : 0;
         if (ret < 0)
             break;
         /* The table a cluster at a time: memory stays bounded. */
@@ -318,12 +325,18 @@ static int count_bitmaps(struct chk *c)
             }
             e = be64(c->buf + (i % (cs / 8)) * 8);
             boff = e & BME_OFFSET_MASK;
-            if ((e & BME_RESERVED_MASK) || (boff & (cs - 1))) {
+            if ((e & BME_RESERVED_MASK) || (boff & (cs - 1)) ||
+                (!count && boff && past_eof(c, boff, cs))) {
                 struct pctx pe = { .gsn = -1, .index = (int64_t)i, .entry = e };
+                if (!count) {
+                    p->str = "invalid bitmap table entry";
+                    ret = 1;
+                    break;
+                }
                 problem(c, PR_BITMAP_ENTRY, &pe);
                 continue;
             }
-            if (boff) {
+            if (boff && count) {
                 struct pctx pd = { .gsn = -1, .offset = boff, .size = cs };
                 int f = count_ref(c, boff, cs, K_DATA, PR_REF_OVERFLOW, &pd);
                 if (f < 0)
@@ -332,15 +345,58 @@ static int count_bitmaps(struct chk *c)
                     problem(c, PR_REF_PAST_EOF, &pd);
             }
         }
-        if (ret < 0)
+        if (ret != 0)
             break;
     }
     free(dir);
     return ret;
 bad:
-    problem(c, PR_BITMAP_DIR, &p);
+    if (!count)
+        return 1;
+    problem(c, PR_BITMAP_DIR, p);
     c->unsafe = true;       /* bitmap clusters are not all counted */
     return 0;
+}
+
+/*
+ * Persistent dirty bitmaps. A repair that finds them broken drops them all
+ * (they only track writes; no guest data is lost): the autoclear bit goes,
+ * so the extension is ignored (the spec: its data is then inconsistent),
+ * and the clusters the bitmaps used are leaks the same run frees.
+ */
+static int count_bitmaps(struct chk *c)
+{
+    struct qcow2 *q = c->q;
+    const struct qcow2_meta *m = &q->meta;
+    struct pctx p = { .gsn = -1, .offset = m->bitmap_dir_offset };
+    uint8_t be[8];
+    int ret;
+
+    if (!m->has_bitmaps_ext || !(m->h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) ||
+        !m->nb_bitmaps)
+        return 0;
+    if (c->fix & QCOW2_FIX_ERRORS) {
+        ret = walk_bitmaps(c, false, &p);
+        if (ret < 0)
+            return ret;
+        if (ret == 1) {
+            if (!problem(c, PR_BITMAP_DIR, &p))
+                return 0;       /* a dry run: as if dropped */
+            ret = begin_writes(c);
+            if (ret < 0)
+                return ret;
+            put_be64(be, m->h.autoclear_features & ~QCOW2_AUTOCLEAR_BITMAPS);
+            ret = qfile_pwrite(q->file, be, 8, QCOW2_HDR_AUTOCLEAR);
+            if (ret == 0)
+                ret = qfile_flush(q->file);
+            if (ret < 0)
+                return ret;
+            q->meta.h.autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
+            return 0;
+        }
+        p.str = NULL;
+    }
+    return walk_bitmaps(c, true, &p);
 }
 
 /*

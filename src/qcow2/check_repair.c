@@ -36,14 +36,79 @@ static int fresh_add(struct chk *c, uint64_t k)
     return 0;
 }
 
-static bool cluster_free(struct chk *c, uint64_t k, bool need_stored_zero)
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int olx_add(struct chk *c, size_t *cap, uint64_t off)
+{
+    uint64_t cb = c->q->cluster_bits;
+
+    if (!off)
+        return 0;
+    for (uint64_t k = off >> cb; k <= (off + c->q->cluster_size - 1) >> cb; k++) {
+        if (c->nolx == *cap) {
+            size_t ncap = *cap ? *cap * 2 : 256;
+            uint64_t *n = realloc(c->olx, ncap * sizeof(*n));
+            if (!n)
+                return -ENOMEM;
+            c->olx = n;
+            *cap = ncap;
+        }
+        c->olx[c->nolx++] = k;
+    }
+    return 0;
+}
+
+/*
+ * qcow2_overlap_check walks every L1 and refcount table entry: once per
+ * candidate cluster that is O(clusters x table size), minutes for an L1
+ * table that claims millions of entries. Index those two tables once.
+ */
+static int olx_build(struct chk *c)
 {
     struct qcow2 *q = c->q;
+    size_t cap = 0;
+    int ret = 0;
+
+    for (uint32_t i = 0; i < q->l1_size && ret == 0; i++)
+        ret = olx_add(c, &cap, q->l1[i] & L1E_OFFSET_MASK);
+    for (uint64_t i = 0; i < q->reftable_size && ret == 0; i++)
+        ret = olx_add(c, &cap, q->reftable[i] & REFT_OFFSET_MASK);
+    if (ret < 0)
+        return ret;
+    if (c->nolx)
+        qsort(c->olx, c->nolx, sizeof(*c->olx), cmp_u64);
+    c->olx_built = true;
+    return 0;
+}
+
+static bool on_metadata(struct chk *c, uint64_t k)
+{
+    size_t lo = 0, hi = c->nolx;
+
+    if (qcow2_overlap_check(c->q, QCOW2_OL_ACTIVE_L2 | QCOW2_OL_REFBLOCK,
+                            k << c->q->cluster_bits, c->q->cluster_size))
+        return true;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->olx[mid] < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->nolx && c->olx[lo] == k;
+}
+
+static bool cluster_free(struct chk *c, uint64_t k, bool need_stored_zero)
+{
     uint64_t v;
 
     if (rc_get(c, k) || rc_kind(c, k) != K_DATA)
         return false;
-    if (qcow2_overlap_check(q, 0, k << q->cluster_bits, q->cluster_size))
+    if (on_metadata(c, k))
         return false;
     if (need_stored_zero && stored_get(c, k, &v) == 0 && v)
         return false;
@@ -62,6 +127,11 @@ static int64_t alloc_run(struct chk *c, uint64_t n, bool set_stored)
     uint64_t limit = QCOW2_MAX_HOST_OFFSET >> q->cluster_bits;
     int ret;
 
+    if (!c->olx_built) {
+        ret = olx_build(c);
+        if (ret < 0)
+            return ret;
+    }
     while (run < n) {
         if (x + n > limit)
             return err_set(-ENOSPC, "no free clusters left for the repair");

@@ -185,13 +185,14 @@ int qcow2_open_blk(struct qcow2 **out, struct blk *self, struct qfile *f, int fl
     q->data_file = f;
     q->writable = flags & QCOW2_OPEN_RDWR;
 
-    /* First the fixed header, to learn the cluster size; then the cluster. */
-    buf = xzalloc(1u << QCOW2_MAX_CLUSTER_BITS);
+    /* First the fixed header, to learn the cluster size; then the cluster.
+     * No more than the file holds: opening a small file stays cheap. */
+    len = (size_t)MIN(file_size, 1u << QCOW2_MAX_CLUSTER_BITS);
+    buf = xzalloc(len ? len : 1);
     if (!buf) {
         ret = -ENOMEM;
         goto fail;
     }
-    len = (size_t)MIN(file_size, 1u << QCOW2_MAX_CLUSTER_BITS);
     ret = qfile_pread(f, buf, len, 0);
     if (ret < 0)
         goto fail_buf;

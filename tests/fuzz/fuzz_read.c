@@ -44,3 +44,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(fd);
     return 0;
 }
+
+#include "fuzz_main.h"
