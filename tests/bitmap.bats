@@ -456,7 +456,7 @@ EOF
     # offset:bytes:value:message
     mapfile -t cases <<'EOF'
 0:8:0000000000012345:is not aligned or not inside the file
-8:4:00000007:the image size and granularity need 1
+8:4:00000000:table of 0 entries, but the image size and granularity need 1
 12:4:00000010:reserved flags 0x10 are set
 16:1:02:is not a dirty tracking bitmap
 17:1:08:granularity bits 8

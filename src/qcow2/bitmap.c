@@ -141,10 +141,13 @@ int qcow2_bitmap_dir_parse(const uint8_t *buf, size_t len, uint32_t nb, uint32_t
                           b->name, b->gran_bits, QCOW2_MIN_GRAN_BITS, QCOW2_MAX_GRAN_BITS);
             break;
         }
+        /* As qemu: the table fits the image exactly, but an in-use bitmap
+         * (whose data is not used) may have any table up to the limit. */
         tbytes = qcow2_bitmap_bytes(virtual_size, b->gran_bits);
         want = DIV_ROUND_UP(tbytes, cs);
         if (tbytes > QCOW2_MAX_BITMAP_BYTES || want > QCOW2_MAX_BITMAP_TABLE ||
-            b->table_size != want) {
+            b->table_size > QCOW2_MAX_BITMAP_TABLE ||
+            (!(b->flags & QCOW2_BME_IN_USE) && b->table_size != want)) {
             ret = err_set(-QIMG_ECORRUPT, "bitmap '%s': table of %u entries, but the image "
                           "size and granularity need %llu", b->name, b->table_size,
                           (unsigned long long)want);
@@ -301,7 +304,7 @@ int qcow2_bitmap_read(struct qcow2 *q, const struct qcow2_bitmap *b, uint8_t **d
         free(t);
         return -ENOMEM;
     }
-    for (uint32_t i = 0; ret == 0 && i < b->table_size; i++) {
+    for (uint32_t i = 0; ret == 0 && i < b->table_size && (uint64_t)i * cs < bytes; i++) {
         uint64_t at = (uint64_t)i * cs, n = MIN(cs, bytes - at);
         uint64_t off = t[i] & QCOW2_BMT_OFFSET_MASK;
 
