@@ -550,9 +550,12 @@ static int track_start(struct qcow2 *q)
     }
     for (uint32_t i = 0; ret == 0 && i < t->n; i++) {
         struct qcow2_bitmap *b = &t->bm[i];
-        if (!(b->flags & QCOW2_BME_AUTO) || qcow2_bitmap_unusable(b))
+        if (!(b->flags & QCOW2_BME_AUTO) || (b->flags & QCOW2_BME_IN_USE))
             continue;
-        ret = qcow2_bitmap_read(q, b, &t->data[i]);
+        /* One that cannot be kept right (unknown extra data) stays in use:
+         * inconsistent, never silently wrong. */
+        if (!qcow2_bitmap_unusable(b))
+            ret = qcow2_bitmap_read(q, b, &t->data[i]);
         b->flags |= QCOW2_BME_IN_USE;
         t->active = true;
     }
