@@ -391,6 +391,10 @@ Try --skip-broken-bitmaps, or use 'qimg bitmap --remove' to delete it"
     run -0 qimg snapshot -d t m.qcow2
     same_bitmaps q.qcow2 m.qcow2
     clean m.qcow2
+    # and so does rewriting every refcount
+    run -0 qimg amend -o refcount_bits=8 m.qcow2
+    same_bitmaps q.qcow2 m.qcow2
+    clean m.qcow2
 }
 
 @test "repair keeps the bitmaps: a leak and a lost refcount of bitmap data" {
@@ -423,6 +427,13 @@ EOF
     run -0 qimg check m.qcow2
     clean m.qcow2
     same_bitmaps q.qcow2 m.qcow2
+    # a refcount table entry lost: the refcounts are rebuilt around the bitmaps
+    poke_be64 m.qcow2 "$(peek_be64 m.qcow2 48)" 0
+    run -2 qimg check m.qcow2
+    run -0 qimg repair m.qcow2
+    clean m.qcow2
+    same_bitmaps q.qcow2 m.qcow2
+    run -0 qemu-img compare q.qcow2 m.qcow2
 }
 
 @test "stale bitmaps (autoclear bit clear) are reported as qemu-img reports them" {
