@@ -535,7 +535,8 @@ static int write_in_use(struct qcow2 *q, struct qcow2_bm_track *t)
     return ret;
 }
 
-static int track_start(struct qcow2 *q)
+/* all: every usable bitmap, enabled or not (a resize changes them all). */
+static int track_start(struct qcow2 *q, bool all)
 {
     struct qcow2_bm_track *t = xzalloc(sizeof(*t));
     int ret;
@@ -550,7 +551,7 @@ static int track_start(struct qcow2 *q)
     }
     for (uint32_t i = 0; ret == 0 && i < t->n; i++) {
         struct qcow2_bitmap *b = &t->bm[i];
-        if (!(b->flags & QCOW2_BME_AUTO) || (b->flags & QCOW2_BME_IN_USE))
+        if ((!all && !(b->flags & QCOW2_BME_AUTO)) || (b->flags & QCOW2_BME_IN_USE))
             continue;
         /* One that cannot be kept right (unknown extra data) stays in use:
          * inconsistent, never silently wrong. */
@@ -577,7 +578,7 @@ int qcow2_bitmaps_note_write(struct qcow2 *q, uint64_t off, uint64_t len)
     if (!q->meta.has_bitmaps_ext || !(q->meta.h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
         return 0;
     if (!q->bm_track) {
-        ret = track_start(q);
+        ret = track_start(q, false);
         if (ret < 0)
             return ret;
     }
@@ -616,4 +617,40 @@ int qcow2_bitmaps_close(struct qcow2 *q)
     }
     track_free(t);
     return ret;
+}
+
+/* ---- resizing ------------------------------------------------------------ */
+
+int qcow2_bitmaps_resize_begin(struct qcow2 *q)
+{
+    int ret;
+
+    if (!q->meta.has_bitmaps_ext || !(q->meta.h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
+        return 0;
+    ret = qcow2_bitmaps_close(q);       /* what earlier writes set, stored first */
+    return ret < 0 ? ret : track_start(q, true);
+}
+
+int qcow2_bitmaps_resize_end(struct qcow2 *q, uint64_t old_size)
+{
+    struct qcow2_bm_track *t = q->bm_track;
+    uint64_t size = q->meta.h.size;
+
+    for (uint32_t i = 0; t && i < t->n; i++) {
+        uint8_t g = t->bm[i].gran_bits, *d;
+        uint64_t ob = qcow2_bitmap_bytes(old_size, g), nb = qcow2_bitmap_bytes(size, g);
+        uint64_t bits = (size + (1ULL << g) - 1) >> g;
+
+        if (!t->data[i])
+            continue;
+        d = realloc(t->data[i], nb + 1);
+        if (!d)
+            return -ENOMEM;
+        t->data[i] = d;
+        if (nb > ob)
+            memset(d + ob, 0, nb - ob);         /* the new area starts clean, as in qemu */
+        if (bits % 8 && nb)
+            d[nb - 1] &= (uint8_t)((1u << (bits % 8)) - 1);
+    }
+    return qcow2_bitmaps_close(q);
 }

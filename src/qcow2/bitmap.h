@@ -92,5 +92,13 @@ int qcow2_bitmaps_store(struct qcow2 *q, const struct qcow2_bitmap *old, uint32_
  */
 int qcow2_bitmaps_note_write(struct qcow2 *q, uint64_t off, uint64_t len);
 int qcow2_bitmaps_close(struct qcow2 *q);
+/*
+ * Around a change of the virtual size: begin marks every usable bitmap
+ * in_use on disk and loads it (a crash then leaves them inconsistent, and
+ * qemu accepts an in-use bitmap whose table no longer fits); end, once
+ * q->meta.h.size is the new size, stores them cut or zero-extended to it.
+ */
+int qcow2_bitmaps_resize_begin(struct qcow2 *q);
+int qcow2_bitmaps_resize_end(struct qcow2 *q, uint64_t old_size);
 
 #endif
