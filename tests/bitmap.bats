@@ -493,3 +493,19 @@ EOF
         sed 's/^ *qimg //' | tr -s ' \n' ' ')
     assert_equal "$(echo $got)" "$(echo $want)"
 }
+
+@test "amend -o size grows and shrinks the bitmaps as qemu-img amend does" {
+    pair
+    both --add b
+    both "--add -g 512 --disable" d
+    wr q.qcow2 0 1M; wr m.qcow2 0 1M
+    both "--merge b" d
+    qemu-img amend -o size=16M q.qcow2
+    run -0 qimg amend -o size=16M m.qcow2
+    same_bitmaps q.qcow2 m.qcow2
+    clean m.qcow2
+    qemu-img amend -o size=4000k q.qcow2
+    run -0 qimg amend --force -o size=4000k m.qcow2
+    same_bitmaps q.qcow2 m.qcow2
+    clean m.qcow2
+}
