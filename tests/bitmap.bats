@@ -445,6 +445,13 @@ EOF
     run -3 qimg check m.qcow2
     run -0 qimg bitmap --list --output=json m.qcow2
     assert_line --partial "all bitmaps are now considered inconsistent"
+    # after a repair the stale directory points to freed clusters: a new
+    # bitmap replaces it without freeing them twice
+    run -0 qimg repair m.qcow2
+    run -0 qimg bitmap --add m.qcow2 fresh
+    clean m.qcow2
+    run -0 qimg bitmap --list --output=json m.qcow2
+    [ "$(jq -c '[.[].name]' <<<"$output")" = '["fresh"]' ]
 }
 
 @test "a corrupt bitmap directory is refused with a message, never a crash" {

@@ -490,8 +490,9 @@ int qcow2_bitmaps_store(struct qcow2 *q, const struct qcow2_bitmap *old, uint32_
         ret = qfile_flush(q->file);
     if (ret < 0)
         return ret;
-    /* 5. what nothing points to any more */
-    if (odsize && odoff)
+    /* 5. what nothing points to any more (a stale directory, never
+     * validated, may point anywhere: its clusters are left leaked) */
+    if (odsize && odoff && nold)
         ret = qcow2_free_clusters(q, odoff, ALIGN_UP(odsize, cs));
     for (uint32_t i = 0; ret == 0 && i < nold; i++) {
         bool kept = false;
