@@ -10,7 +10,7 @@
 # or source it from ~/.bashrc.  It needs no other completion library.
 
 # The commands qimg has always had; "qimg --help" may list more.
-_qimg_known_commands=(amend check convert create info repair snapshot)
+_qimg_known_commands=(amend bitmap check convert create info repair snapshot)
 
 # qcow2 "-o" keys for create and convert; amend has its own short list.
 _qimg_qcow2_keys="compat= cluster_size= refcount_bits= lazy_refcounts=
@@ -211,6 +211,26 @@ _qimg_add_snapshots() {
     done < <(_qimg_snapshot_names "$1")
 }
 
+# Offer the bitmap names of image $1 that start with $2, from the JSON of
+# "qimg bitmap --list".
+_qimg_add_bitmaps() {
+    local img=$1 out line name q re='^[[:space:]]*"name":[[:space:]]*"(.*)",?[[:space:]]*$'
+    [[ $img ]] || return 0
+    img=${img/#\~/$HOME}
+    out=$("${qimg_bin:-qimg}" bitmap --list --output=json "$img" 2>/dev/null </dev/null) ||
+        return 0
+    while IFS= read -r line; do
+        [[ $line =~ $re ]] || continue
+        name=${BASH_REMATCH[1]}
+        name=${name//\\\"/\"}
+        name=${name//\\\\/\\}
+        printf -v q '%q' "$name"
+        if [[ $name == "$2"* || $q == "$2"* ]]; then
+            _qimg_c+=("$q")
+        fi
+    done <<<"$out"
+}
+
 # The image a snapshot option refers to: the last name on the line (the
 # FILE of "qimg snapshot"); for "convert -l", the first input.
 _qimg_image() {
@@ -350,7 +370,13 @@ _qimg_complete_cmd() {
             _qimg_add_snapshots "$(_qimg_image "$cmd")" "$cur" ""
             return
             ;;
-        snapshot:-c | *:-S | *:-m)
+        bitmap:--merge)
+            local names
+            mapfile -t names < <(_qimg_positionals "$cmd")
+            _qimg_add_bitmaps "${names[0]}" "$cur"
+            return
+            ;;
+        snapshot:-c | *:-S | *:-m | bitmap:-g)
             return # a new name or a number: nothing to offer
             ;;
     esac
@@ -390,6 +416,16 @@ _qimg_complete_cmd() {
             fi
         done
         return
+    fi
+
+    # After the FILE of "qimg bitmap": its bitmaps.
+    if [[ $cmd == bitmap ]]; then
+        local names
+        mapfile -t names < <(_qimg_positionals "$cmd")
+        if ((${#names[@]})); then
+            _qimg_add_bitmaps "${names[0]}" "$cur"
+            return
+        fi
     fi
 
     # Anything else is a file.

@@ -10,6 +10,7 @@
 
 const struct qimg_cmd qimg_commands[] = {
     { "amend", cmd_amend, "change the format-specific options of an image in place" },
+    { "bitmap", cmd_bitmap, "add, remove, clear, enable, disable, merge or list persistent bitmaps" },
     { "check", cmd_check, "check an image for consistency (and repair it with -r)" },
     { "convert", cmd_convert, "convert images between formats, or copy them" },
     { "create", cmd_create, "create a new disk image" },

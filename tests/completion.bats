@@ -161,7 +161,7 @@ EOF
     complete_line "qimg cr"
     assert_reply create
     complete_line "qimg "
-    assert_offers amend check convert create info repair snapshot help
+    assert_offers amend bitmap check convert create info repair snapshot help
     complete_line "qimg -"
     assert_reply --help --version
 }
@@ -448,4 +448,33 @@ EOF
     assert_success
     run complete -p qimg
     assert_output "complete -F _qimg qimg"
+}
+
+@test "bitmap completes its options and the bitmaps of the image" {
+    [ -x ./qimg ] || skip "binary not built"
+    command -v qemu-img >/dev/null || skip "qemu-img is not installed"
+    qemu-img create -q -f qcow2 "$BATS_TEST_TMPDIR/d.qcow2" 1M
+    qemu-img bitmap --add "$BATS_TEST_TMPDIR/d.qcow2" backup0
+    qemu-img bitmap --add "$BATS_TEST_TMPDIR/d.qcow2" 'week 1'
+    complete_line "qimg bi"
+    assert_reply bitmap
+    complete_line "./qimg bitmap --"
+    assert_offers --add --remove --clear --enable --disable --merge= --list --granularity=
+    complete_line "./qimg bitmap --remove $BATS_TEST_TMPDIR/d.qcow2 "
+    assert_reply backup0 'week\ 1'
+    complete_line "./qimg bitmap --merge b" " $BATS_TEST_TMPDIR/d.qcow2 new"
+    assert_reply backup0
+    complete_line "./qimg bitmap --add -g "
+    assert_reply
+}
+
+@test "the zsh completion completes the bitmaps of the image" {
+    command -v zsh >/dev/null || skip "zsh is not installed"
+    [ -x ./qimg ] || skip "binary not built"
+    qemu-img create -q -f qcow2 "$BATS_TEST_TMPDIR/d.qcow2" 1M
+    qemu-img bitmap --add "$BATS_TEST_TMPDIR/d.qcow2" backup0
+    zsh_complete ./qimg bitmap --remove "$BATS_TEST_TMPDIR/d.qcow2" ''
+    assert_output "compadd | -X bitmap backup0"
+    zsh_complete ./qimg bitmap "$BATS_TEST_TMPDIR/d.qcow2" --merge ''
+    assert_output "compadd | -X bitmap backup0"
 }

@@ -7,7 +7,7 @@ load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 bats_require_minimum_version 1.5.0
 
-COMMANDS="create info check repair snapshot convert amend"
+COMMANDS="create info check repair snapshot convert amend bitmap"
 
 setup() {
     cd "$BATS_TEST_DIRNAME/.."

@@ -20,12 +20,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bitmap_copy.h"
 #include "convert.h"
 
 enum {
     OPT_QUIET = 1, OPT_PROGRESS, OPT_COMPRESS, OPT_FMT, OPT_OUT_FMT, OPT_OPTIONS,
     OPT_BACKING, OPT_BACKING_FMT, OPT_SPARSE, OPT_SNAPSHOT, OPT_NO_CREATE, OPT_THREADS,
-    OPT_SHARE, OPT_CACHE, OPT_SRC_CACHE, OPT_TARGET_ZERO,
+    OPT_SHARE, OPT_CACHE, OPT_SRC_CACHE, OPT_TARGET_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN,
 };
 
 /* ---- options ----------------------------------------------------------- */
@@ -41,6 +42,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_NO_CREATE: c->no_create = true; break;
     case OPT_SHARE: c->force_share = true; break;
     case OPT_TARGET_ZERO: c->target_zero = true; break;
+    case OPT_BITMAPS: c->bitmaps = true; break;
+    case OPT_SKIP_BROKEN: c->skip_broken_bitmaps = true; break;
     case OPT_FMT: c->fmt = arg; break;
     case OPT_OUT_FMT: c->out_fmt = arg; break;
     case OPT_BACKING: c->backing = arg; break;
@@ -520,6 +523,10 @@ static const struct poptOption options[] = {
       "fsync) or writeback, none... (fsync)", "cache" },
     { NULL, 'T', POPT_ARG_STRING, NULL, OPT_SRC_CACHE, "cache mode of the inputs (accepted, "
       "ignored)", "src_cache" },
+    { "bitmaps", 0, POPT_ARG_NONE, NULL, OPT_BITMAPS, "copy the persistent bitmaps (qcow2 to "
+      "qcow2, one input)", NULL },
+    { "skip-broken-bitmaps", 0, POPT_ARG_NONE, NULL, OPT_SKIP_BROKEN, "with --bitmaps: leave "
+      "out inconsistent bitmaps (with a warning)", NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -547,6 +554,8 @@ static int validate(struct convert *c, int nargs)
         return error("-o has no effect when skipping image creation");
     if (c->target_zero && !c->no_create)
         return error("--target-is-zero requires use of -n flag");
+    if (c->skip_broken_bitmaps && !c->bitmaps)
+        return error("Use of --skip-broken-bitmaps requires --bitmaps");
     return 0;
 }
 
@@ -591,6 +600,8 @@ int cmd_convert(int argc, const char **argv)
     c.out_name = args[nargs - 1];
     if (open_inputs(&c, args))
         goto close;
+    if (c.bitmaps && cmd_bitmaps_convert_check(c.in, c.nin, c.out_fmt, c.skip_broken_bitmaps))
+        goto close;
     if (open_output(&c, args))
         goto close;
     if (start_workers(&c))
@@ -604,6 +615,8 @@ int cmd_convert(int argc, const char **argv)
         error("%s: error while closing the output: %s", c.out_name, err_msg(ret));
         goto close;
     }
+    if (c.bitmaps && cmd_bitmaps_convert_copy(c.in[0], c.out_name))
+        goto close;
     rc = 0;
 close:
     stop_workers(&c);

@@ -17,6 +17,7 @@
 
 struct convert {
     bool quiet, progress, compress, no_create, force_share, target_zero;
+    bool bitmaps, skip_broken_bitmaps;  /* --bitmaps (bitmap_copy.h) */
     bool safe;                  /* -t other than unsafe: fsync the output */
     const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
     char *optstr;

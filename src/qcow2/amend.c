@@ -18,6 +18,7 @@
 
 #include "../block/block.h"
 #include "amend.h"
+#include "bitmap.h"
 
 void amend_progress(struct amend_progress *p, uint64_t done, uint64_t total)
 {
@@ -257,9 +258,6 @@ static int validate_size(struct qcow2 *q, const struct qcow2_amend_opts *o, stru
         return err_set(-EINVAL, "The new size must be a multiple of 512");
     if (p->size > INT64_MAX)
         return err_set(-EINVAL, "Image size cannot be negative");
-    if (q->meta.has_bitmaps_ext || (q->meta.h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
-        return err_set(-ENOTSUP, "Cannot resize qcow2 with persistent bitmaps that were "
-                       "not loaded into memory");
     if (version < 3 && q->nb_snapshots)
         return err_set(-ENOTSUP, "Can't resize a v2 image which has snapshots");
     return p->size > p->old_size ? validate_grow(q, p, version) : validate_shrink(q, o, p);
@@ -897,7 +895,12 @@ int qcow2_amend(struct qcow2 *q, const struct qcow2_amend_opts *o)
         prog.step++;
     }
     if (do_size) {
-        ret = p.size > p.old_size ? grow(q, &p, &prog) : shrink(q, &p);
+        /* Persistent bitmaps follow the size (bitmap.h), as in qemu. */
+        ret = qcow2_bitmaps_resize_begin(q);
+        if (ret == 0)
+            ret = p.size > p.old_size ? grow(q, &p, &prog) : shrink(q, &p);
+        if (ret == 0)
+            ret = qcow2_bitmaps_resize_end(q, p.old_size);
         if (ret < 0)
             return ret;
         amend_progress(&prog, 1, 1);

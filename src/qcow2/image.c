@@ -11,6 +11,7 @@
 
 #include "../block/block.h"
 #include "check.h"
+#include "bitmap.h"
 #include "crypto.h"
 #include "qcow2.h"
 
@@ -335,7 +336,12 @@ int qcow2_close(struct qcow2 *q)
     if (!q)
         return 0;
     if (q->writable && q->file)
-        ret = qcow2_flush(q);
+        ret = qcow2_bitmaps_close(q);
+    if (q->writable && q->file) {
+        r = qcow2_flush(q);
+        if (!ret)
+            ret = r;
+    }
     qcow2_cache_free(q->l2_cache);
     qcow2_cache_free(q->rc_cache);
     free(q->zcache);

@@ -137,6 +137,9 @@ struct qcow2 {
     /* Encrypted images (crypto.h): the LUKS header, and the cipher once a
      * key is set; NULL when crypt_method is 0. */
     struct qcow2_crypto *crypto;
+
+    /* Enabled persistent bitmaps being updated by guest writes (bitmap.c). */
+    struct qcow2_bm_track *bm_track;
 };
 
 /* ---- header.c ------------------------------------------------------- */

@@ -588,6 +588,9 @@ int qcow2_snapshot_apply(struct qcow2 *q, uint32_t idx)
     bool in_place;
     int ret;
 
+    /* As qemu: persistent bitmaps cannot follow a jump to other guest data. */
+    if (q->meta.has_bitmaps_ext && (q->meta.h.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
+        return err_set(-EBUSY, "Device has active dirty bitmaps");
     ret = prepare(q);
     if (ret == 0)
         ret = read_sn_l1(q, sn, &sl1);

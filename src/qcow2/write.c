@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "../block/block.h"
+#include "bitmap.h"
 #include "datapath.h"
 #include "qcow2.h"
 
@@ -370,6 +371,8 @@ int qcow2_write(struct qcow2 *q, uint64_t off, const void *buf, size_t len)
     int ret, r;
 
     ret = check_writable(q);
+    if (ret == 0)
+        ret = qcow2_bitmaps_note_write(q, off, len);
     if (ret < 0)
         return ret;
     while (len) {
@@ -499,6 +502,8 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     int ret, r;
 
     ret = check_writable(q);
+    if (ret == 0)
+        ret = qcow2_bitmaps_note_write(q, off, len);
     if (ret < 0 || !len)
         return ret;
     /* The image's last cluster counts as whole when the range reaches the end. */
@@ -602,6 +607,8 @@ int qcow2_write_compressed_run(struct qcow2 *q, uint64_t off, const struct qcow2
     int ret, r;
 
     ret = check_writable(q);
+    if (ret == 0)
+        ret = qcow2_bitmaps_note_write(q, off, (uint64_t)n * cs);
     if (ret < 0)
         return ret;
     if (off & (cs - 1))
