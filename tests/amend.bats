@@ -13,6 +13,7 @@ setup_file() {
 }
 
 setup() { common_setup; }
+teardown() { release_image; }
 
 # use_rich: r.qcow2 is a fresh copy of the rich image; its layers are in $RICH.
 use_rich() {
@@ -441,12 +442,11 @@ same_messages() {
 
 @test "a locked image is refused; -U amends it anyway" {
     qemu-img create -q -f qcow2 t.qcow2 4M
-    qemu-io -c 'sleep 3000' t.qcow2 3>&- &
-    sleep 0.5
+    hold_image t.qcow2
     run -1 qimg amend -o lazy_refcounts=on t.qcow2
     assert_line --index 0 --partial 'Failed to get "write" lock'
     run -0 qimg amend -U -o lazy_refcounts=on t.qcow2
-    kill %1 2>/dev/null || true
+    release_image
     [ "$(info t.qcow2 '."format-specific".data."lazy-refcounts"')" = true ]
 }
 

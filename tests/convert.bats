@@ -5,6 +5,7 @@
 load helpers
 
 setup() { common_setup; }
+teardown() { release_image; }
 
 # A 4 MiB raw file: random data, a zero run written as data, text, a hole.
 sparse_source() {
@@ -187,14 +188,13 @@ qemu_says() {
 @test "a locked input is refused, and -U opens it anyway" {
     make_pattern src.raw 1
     # A writer holding qemu's image lock (as a running VM would).
-    qemu-io -f raw -c 'sleep 3000' src.raw 3>&- &
-    sleep 0.5
+    hold_image src.raw raw
     run -1 qimg convert src.raw out.raw
     assert_output --partial "Failed to get shared \"write\" lock"
     [ ! -e out.raw ]
     run -0 qimg convert -U src.raw out.raw
     cmp src.raw out.raw
-    kill %1 2>/dev/null || true
+    release_image
 }
 
 @test "inputs stay byte-identical (raw, qcow2 with a backing file, -l)" {

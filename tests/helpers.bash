@@ -41,3 +41,27 @@ make_pattern() {
 
 # sha of a file, for "read-only commands never write" checks.
 file_sum() { sha256sum "$1" | cut -d' ' -f1; }
+
+# hold_image FILE [FMT]: keep FILE open for writing in qemu-io, as a running
+# VM does, until release_image. qemu-io's sleep counts milliseconds: two
+# minutes outlast the slowest (sanitized) test; waits until qemu's byte
+# locks on the file show in /proc/locks.
+hold_image() {
+    qemu-io ${2:+-f "$2"} -c 'sleep 120000' "$1" 3>&- >/dev/null 2>&1 &
+    HOLD_PID=$!
+    local ino
+    ino=$(stat -c %i "$1")
+    for _ in $(seq 100); do
+        grep -q "OFDLCK.*:$ino " /proc/locks && return 0
+        sleep 0.1
+    done
+    echo "qemu-io did not take the lock on $1"
+    return 1
+}
+release_image() {
+    if [ -n "${HOLD_PID:-}" ]; then
+        kill "$HOLD_PID" 2>/dev/null || true
+        wait "$HOLD_PID" 2>/dev/null || true
+    fi
+    HOLD_PID=
+}

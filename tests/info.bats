@@ -4,6 +4,7 @@
 load helpers
 
 setup() { common_setup; }
+teardown() { release_image; }
 
 # same_info ARGS...: qimg info ARGS matches qemu-img info ARGS, human and
 # JSON; only the disk size (it depends on the file system) is left out.
@@ -172,12 +173,11 @@ same_json_text() {
 @test "a locked image needs -U (force-share)" {
     qemu-img create -q -f qcow2 l.qcow2 1M
     # A writer holding qemu's image lock (as a running VM would).
-    qemu-io -c 'sleep 3000' l.qcow2 3>&- &
-    sleep 0.5
+    hold_image l.qcow2
     run -1 qimg info l.qcow2
     assert_line --index 0 --partial "Failed to get shared \"write\" lock"
     qemu-img info l.qcow2 2>&1 | grep -q 'Failed to get shared "write" lock'
     run -0 qimg info -U l.qcow2
     run -0 qimg info --force-share --output=json l.qcow2
-    kill %1 2>/dev/null || true
+    release_image
 }

@@ -15,10 +15,7 @@ teardown() {
     if [ -n "${MNT:-}" ] && mountpoint -q "$MNT"; then
         umount "$MNT" || true
     fi
-    if [ -n "${HOLD_PID:-}" ]; then
-        kill "$HOLD_PID" 2>/dev/null || true
-        wait "$HOLD_PID" 2>/dev/null || true
-    fi
+    release_image
 }
 
 # A small image with data, a compressed cluster, zeros and a snapshot.
@@ -158,22 +155,9 @@ place() {
 
 # ---- a second process holding the image -------------------------------
 
-# hold FILE: keep FILE open for writing in qemu-io, as a running VM does.
-hold() {
-    # qemu-io sleeps in milliseconds: long enough for slow (sanitized) runs;
-    # teardown ends it.
-    qemu-io -c 'sleep 120000' "$1" 3>&- &
-    HOLD_PID=$!
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        qemu-img info "$1" >/dev/null 2>&1 || return 0
-        sleep 0.2
-    done
-    echo "qemu-io did not take the lock"; return 1
-}
-
 @test "snapshot, amend and repair refuse an image another process writes, and change nothing" {
     make_base
-    hold base.qcow2
+    hold_image base.qcow2
     s=$(file_sum base.qcow2)
     for args in "snapshot -c s1" "snapshot -d s1" "snapshot -a s1" "amend -o lazy_refcounts=on" \
                 "repair" "repair --leaks-only" "check -r all"; do
@@ -188,7 +172,7 @@ hold() {
 @test "-U lets info, check and snapshot -l read an image another process writes" {
     make_base
     qemu-img snapshot -c first base.qcow2
-    hold base.qcow2
+    hold_image base.qcow2
     s=$(file_sum base.qcow2)
     run -1 qimg check base.qcow2
     assert_output --partial "Failed to get shared \"write\" lock"
