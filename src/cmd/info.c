@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "../block/block.h"
+#include "../qcow2/crypto.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
 
@@ -314,6 +315,41 @@ static int add_snapshots(struct val *info, struct qcow2 *q)
     return 0;
 }
 
+/* qemu's QCryptoBlockInfo: "aes", or the LUKS header's fields (crypto.h). */
+static int add_encrypt(struct val *data, struct qcow2 *q)
+{
+    const struct luks_header *h = qcow2_crypto_luks(q);
+    struct val *enc = add_node(data, "encrypt", V_OBJ), *slots;
+
+    if (!enc)
+        return -ENOMEM;
+    if (q->meta.h.crypt_method == QCOW_CRYPT_AES || !h)
+        return add_str(enc, "format", q->meta.h.crypt_method == QCOW_CRYPT_AES ? "aes" : "luks")
+                   ? 0 : -ENOMEM;
+    if (!add_str(enc, "format", "luks") ||
+        !add_str(enc, "cipher-alg", crypt_alg_name(h->spec.alg)) ||
+        !add_str(enc, "cipher-mode", crypt_mode_name(h->spec.mode)) ||
+        !add_str(enc, "ivgen-alg", crypt_ivgen_name(h->spec.ivgen)) ||
+        (h->spec.ivgen == CRYPT_IV_ESSIV &&
+         !add_str(enc, "ivgen-hash-alg", crypt_hash_name(h->spec.ivgen_hash))) ||
+        !add_str(enc, "hash-alg", crypt_hash_name(h->hash)) ||
+        !add_int(enc, "payload-offset", (int64_t)h->payload_offset * 512) ||
+        !add_int(enc, "master-key-iters", h->mk_iterations) ||
+        !add_str(enc, "uuid", h->uuid) || !(slots = add_node(enc, "slots", V_ARR)))
+        return -ENOMEM;
+    for (int i = 0; i < LUKS_NUM_SLOTS; i++) {
+        const struct luks_slot *sl = &h->slots[i];
+        bool on = sl->active == LUKS_SLOT_ACTIVE;
+        struct val *o = add_node(slots, NULL, V_OBJ);
+
+        if (!o || !add_bool(o, "active", on) || (on && !add_int(o, "iters", sl->iterations)) ||
+            (on && !add_int(o, "stripes", sl->stripes)) ||
+            !add_int(o, "key-offset", (int64_t)sl->key_offset * 512))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 static int add_qcow2_specific(struct val *info, struct qcow2 *q)
 {
     const struct qcow2_header *h = &q->meta.h;
@@ -336,10 +372,10 @@ static int add_qcow2_specific(struct val *info, struct qcow2 *q)
         !add_bool(data, "corrupt", h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ||
         !add_int(data, "refcount-bits", q->refcount_bits))
         return -ENOMEM;
-    if (h->crypt_method == QCOW_CRYPT_AES) {
-        struct val *enc = add_node(data, "encrypt", V_OBJ);
-        if (!enc || !add_str(enc, "format", "aes"))
-            return -ENOMEM;
+    if (h->crypt_method) {
+        int ret = add_encrypt(data, q);
+        if (ret < 0)
+            return ret;
     }
     {
         int ret = add_bitmaps(data, q);
