@@ -388,8 +388,6 @@ static int validate(struct convert *c, int nargs)
         return error("Compression not supported for this file format");
     if (c->backing && strcmp(c->out_fmt, "qcow2"))
         return error("Backing file not supported for file format '%s'", c->out_fmt);
-    if (c->backing && !c->backing_fmt && !c->no_create)
-        return error("Use of backing file requires explicit backing format");
     if (c->no_create && c->optstr)
         return error("-o has no effect when skipping image creation");
     if (c->target_zero && !c->no_create)
@@ -402,8 +400,7 @@ int cmd_convert(int argc, const char **argv)
     struct convert c = { .sparse = 4096 };
     struct cmd_spec spec = {
         .name = "convert",
-        .synopsis = "[--object objectdef] [--image-opts] [--target-image-opts] [-q] [-p] "
-                    "[-c] [-f fmt] [-O fmt] [-o options] [-B backing [-F fmt]] "
+        .synopsis = "[-q] [-p] [-c] [-f fmt] [-O fmt] [-o options] [-B backing [-F fmt]] "
                     "[-S sparse_size] [-l snapshot] [-n] [-m threads] INPUT... OUTPUT",
         .summary = "Convert one or more images (concatenated) into OUTPUT, in the output "
                    "format (raw by default).",
