@@ -251,8 +251,9 @@ static int open_output(struct convert *c, const char **inputs)
             return 1;
         if (c->out->size < c->total)
             return error("output file is smaller than input file");
+        /* qemu-img writes such a target uncompressed, and succeeds */
         if (c->compress && is_encrypted(c->out))
-            return error("Compression and encryption not supported at the same time");
+            c->compress = false;
         c->zero_init = c->target_zero;
         goto opened;
     }
@@ -371,10 +372,19 @@ static int validate(struct convert *c, int nargs)
         return error("--target-image-opts requires use of -n flag");
     if ((c->image_opts && c->fmt) || (c->target_image_opts && c->out_fmt))
         return error("--image-opts and --format are mutually exclusive");
-    if (!c->out_fmt)
-        c->out_fmt = "raw";
     if (nargs < 2)
         return error("Must specify image file name");
+    if (c->target_image_opts && !c->out_fmt && c->out_name) {
+        int ret = imageopts_parse(c->out_name, &c->out_io);
+        if (ret < 0)
+            return cmd_open_error(c->out_name, ret);
+        c->out_file = c->out_io.filename;
+        c->out_fmt = c->out_io.driver;
+        if (!c->out_fmt || !c->out_file)
+            return error("Could not open '%s': Must specify either driver or file", c->out_name);
+    }
+    if (!c->out_fmt)
+        c->out_fmt = "raw";
     if (!blk_find_driver(c->out_fmt))
         return error("Unknown file format '%s'", c->out_fmt);
     if (strcmp(c->out_fmt, "raw") && strcmp(c->out_fmt, "qcow2"))
@@ -425,27 +435,17 @@ int cmd_convert(int argc, const char **argv)
         c.threads = n < 1 ? 1 : MIN(n, MAX_THREADS);
     }
     if (create_wants_help(c.optstr)) {
+        if (nargs > 0)
+            c.out_name = c.out_file = args[nargs - 1];
         if (validate(&c, 2) == 0)
             rc = create_print_help(nargs > 0 ? args[nargs - 1] : NULL, c.out_fmt);
         goto done;
     }
+    if (nargs > 0)
+        c.out_name = c.out_file = args[nargs - 1];
     if (validate(&c, nargs))
         goto done;
     c.nin = nargs - 1;
-    c.out_name = c.out_file = args[nargs - 1];
-    if (c.target_image_opts) {
-        ret = imageopts_parse(c.out_name, &c.out_io);
-        if (ret < 0) {
-            cmd_open_error(c.out_name, ret);
-            goto done;
-        }
-        c.out_file = c.out_io.filename;
-        c.out_fmt = c.out_io.driver;
-        if (!c.out_fmt) {
-            error("Could not open '%s': %s", c.out_name, "Must specify either driver or file");
-            goto done;
-        }
-    }
     if (open_inputs(&c, args))
         goto close;
     if (open_output(&c, args))

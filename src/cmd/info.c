@@ -358,10 +358,16 @@ static int add_qcow2_specific(struct val *info, struct qcow2 *q)
 
     if (!fs || !add_str(fs, "type", "qcow2") || !(data = add_node(fs, "data", V_OBJ)))
         return -ENOMEM;
-    if (h->version < 3)
-        return add_str(data, "compat", "0.10") &&
-               add_int(data, "refcount-bits", q->refcount_bits) &&
-               add_str(data, "compression-type", ctype) ? 0 : -ENOMEM;
+    if (h->version < 3) {
+        if (!add_str(data, "compat", "0.10") || !add_int(data, "refcount-bits", q->refcount_bits))
+            return -ENOMEM;
+        if (h->crypt_method) {
+            int ret = add_encrypt(data, q);
+            if (ret < 0)
+                return ret;
+        }
+        return add_str(data, "compression-type", ctype) ? 0 : -ENOMEM;
+    }
     if (!add_str(data, "compat", "1.1") ||
         (q->meta.data_file && !add_str(data, "data-file", q->meta.data_file)) ||
         ((h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) &&
