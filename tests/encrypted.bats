@@ -131,6 +131,18 @@ qimg_luks() {
     done
 }
 
+@test "info --image-opts names the image as qemu-img does and needs no right key" {
+    cp "$BATS_FILE_TMPDIR/luks.qcow2" x.qcow2
+    local args
+    for args in "--object secret,id=sec0,data=abc --image-opts $(io x.qcow2)" \
+        "--object secret,id=sec0,data=wrong --image-opts $(io x.qcow2)" \
+        "--output=json --image-opts driver=qcow2,file.filename=x.qcow2" \
+        "--image-opts driver=qcow2,file.filename=x.qcow2,encrypt.key-secret=nope,encrypt.format=aes"; do
+        run qimg info $args
+        assert_output "$(qemu-img info $args 2>&1 | sed 's/^qemu-img:/qimg:/')"
+    done
+}
+
 @test "a wrong passphrase or no key fails in one line naming the image, on every path" {
     cp "$BATS_FILE_TMPDIR/luks.qcow2" x.qcow2
     make_pattern src.raw 1

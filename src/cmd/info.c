@@ -21,6 +21,7 @@
 
 #include "../block/block.h"
 #include "../qcow2/crypto.h"
+#include "../util/secret.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
 
@@ -395,9 +396,40 @@ static int add_qcow2_specific(struct val *info, struct qcow2 *q)
  * Everything qemu's ImageInfo holds for one image, opened on its own.
  * *next and *next_fmt: the backing file to show next with --backing-chain.
  */
-static int image_info(const char *filename, const char *fmt, int flags, struct val **out,
-                      char **next, char **next_fmt)
+/*
+ * The image named by --image-opts (io), shown under the name qemu gives it
+ * (*display, malloc'd). Like qemu-img info, which opens images without I/O,
+ * the key is not used (a wrong passphrase or an undefined secret still
+ * shows the image); only encrypt.format is checked against the header.
+ */
+static int open_image_opts(const char *arg, const struct imageopts *io,
+                           const struct secret_store *secrets, int flags, struct blk **b,
+                           char **display)
 {
+    struct blk_key key = { secrets, NULL, io->encrypt_format };
+    int ret = blk_open_key(b, io->filename, io->driver, flags, &key);
+
+    if (ret == 0 && io->key_secret && !(*b)->drv->set_key) {
+        ret = err_set(-EINVAL, "Block format '%s' does not support the option "
+                      "'encrypt.key-secret'", (*b)->drv->name);
+        blk_close(*b);
+    }
+    if (ret < 0)
+        return cmd_open_error(arg, ret), -1;
+    *display = imageopts_display_name(io, (*b)->drv->name);
+    if (!*display) {
+        blk_close(*b);
+        return error("%s", strerror(ENOMEM)), -1;
+    }
+    return 0;
+}
+
+static int image_info(const char *filename, const char *fmt, int flags, struct val **out,
+                      char **next, char **next_fmt, const struct imageopts *io,
+                      const struct secret_store *secrets)
+{
+    const char *arg = filename;
+    char *display = NULL;
     struct blk *b;
     struct qfile *file;
     struct qcow2 *q = NULL;
@@ -406,10 +438,16 @@ static int image_info(const char *filename, const char *fmt, int flags, struct v
     int ret;
 
     *out = NULL;
-    ret = blk_open(&b, filename, fmt, BLK_NO_BACKING | flags);
-    if (ret < 0) {
-        cmd_open_error(filename, ret);
-        return -1;
+    if (io) {
+        if (open_image_opts(arg, io, secrets, BLK_NO_BACKING | flags, &b, &display) < 0)
+            return -1;
+        filename = io->filename;
+    } else {
+        ret = blk_open(&b, filename, fmt, BLK_NO_BACKING | flags);
+        if (ret < 0) {
+            cmd_open_error(filename, ret);
+            return -1;
+        }
     }
     if (b->drv == &blk_qcow2_driver) {
         q = b->priv;
@@ -420,7 +458,7 @@ static int image_info(const char *filename, const char *fmt, int flags, struct v
     info = val_new(V_OBJ);
     ret = -ENOMEM;
     /* qemu counts a raw image in 512-byte sectors: a cut last sector is whole */
-    if (!info || !add_str(info, "filename", filename) || !add_str(info, "format", b->drv->name) ||
+    if (!info || !add_str(info, "filename", display ? display : filename) || !add_str(info, "format", b->drv->name) ||
         !add_bool(info, "dirty-flag", q && (q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)))
         goto fail;
     ret = qfile_actual_size(file, &actual);
@@ -455,9 +493,11 @@ static int image_info(const char *filename, const char *fmt, int flags, struct v
             goto fail;
     }
     blk_close(b);
+    free(display);
     *out = info;
     return 0;
 fail:
+    free(display);
     blk_close(b);
     val_free(info);
     error("%s: %s", filename, err_msg(ret));
@@ -536,7 +576,8 @@ static void print_human(const struct val *info)
 struct info_args {
     char *fmt;
     char *output;
-    bool chain, force_share;
+    bool chain, force_share, image_opts, object_help;
+    struct secret_store secrets;        /* --object secret,... */
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
@@ -548,6 +589,21 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'o': free(a->output); a->output = (char *)arg; break;
     case 'c': a->chain = true; break;
     case 'U': a->force_share = true; break;
+    case 'i': a->image_opts = true; break;
+    case 'O': {
+        const char *text;
+        int ret;
+        if (secret_object_help(arg, &text)) {
+            fputs(text, stdout);
+            a->object_help = true;
+        } else if ((ret = secret_object_add(&a->secrets, arg)) < 0) {
+            error("%s", err_msg(ret));
+            free((char *)arg);
+            return -1;
+        }
+        free((char *)arg);
+        break;
+    }
     }
     return 0;
 }
@@ -560,6 +616,11 @@ static const struct poptOption info_popt[] = {
       "show every image of the backing chain, from the top down", NULL },
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U',
       "open the image even if another process holds it locked", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret: secret,id=ID,data=STRING or secret,id=ID,file=PATH", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string: driver=qcow2,file.filename=PATH,encrypt.key-secret=ID",
+      NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -578,17 +639,29 @@ int cmd_info(int argc, const char **argv)
         .max_args = -1,
     };
     struct val *list = NULL;
+    struct imageopts io = { 0 };
     char *file = NULL, *fmt = NULL;
     poptContext pc;
     const char **args;
     int nargs, json, rc = 1;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (rc) {
+    if (rc || a.object_help) {
         rc = rc < 0 ? 1 : 0;
         goto out;
     }
     rc = 1;
+    if (a.image_opts && a.fmt) {
+        error("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (a.image_opts) {
+        int ret = imageopts_parse(args[0], &io);
+        if (ret < 0) {
+            cmd_open_error(args[0], ret);
+            goto out;
+        }
+    }
     if (nargs > 1) {
         error("Expecting one image file name");
         fprintf(stderr, "Try '%s info --help' for more information.\n", qimg_progname);
@@ -613,7 +686,8 @@ int cmd_info(int argc, const char **argv)
                 error("Backing file '%s' creates an infinite loop.", file);
                 goto out;
             }
-        if (image_info(file, fmt, a.force_share ? BLK_NOLOCK : 0, &info, &next, &next_fmt) < 0 ||
+        if (image_info(file, fmt, a.force_share ? BLK_NOLOCK : 0, &info, &next, &next_fmt,
+                       a.image_opts && !list->n ? &io : NULL, &a.secrets) < 0 ||
             !val_add(list, NULL, info)) {
             free(next);
             free(next_fmt);
@@ -642,6 +716,8 @@ int cmd_info(int argc, const char **argv)
     }
     rc = 0;
 out:
+    imageopts_free(&io);
+    secret_store_free(&a.secrets);
     free(file);
     free(fmt);
     free(a.fmt);
