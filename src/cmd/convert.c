@@ -11,6 +11,10 @@
  * leaves a half-copied image either way. Write errors, ENOSPC included,
  * still fail the command.
  *
+ * The output is made by create_make() (create_opts.c), with every -o option
+ * `qimg create` takes; an encrypted input or output is opened with its key
+ * (--object, --image-opts, --target-image-opts, as qemu-img takes them).
+ *
  * Owns: the convert command line, opening the inputs, creating the output.
  * Must not: write to an input, or leave behind an output it created when
  * it fails.
@@ -236,7 +240,7 @@ static bool is_encrypted(const struct blk *b)
 }
 
 /* Create (or reuse with -n) and open the output. */
-static int open_output(struct convert *c, const char **inputs)
+static int open_output(struct convert *c)
 {
     struct create_req r = { 0 };
     const char *p;
@@ -245,7 +249,6 @@ static int open_output(struct convert *c, const char **inputs)
     for (int i = 0; i < c->nin; i++)
         if (same_file(c->in[i]->filename, c->out_file))
             return error("Output file '%s' is also an input", c->out_name);
-    (void)inputs;
     if (c->no_create) {
         if (open_target(c, NULL))
             return 1;
@@ -448,7 +451,7 @@ int cmd_convert(int argc, const char **argv)
     c.nin = nargs - 1;
     if (open_inputs(&c, args))
         goto close;
-    if (open_output(&c, args))
+    if (open_output(&c))
         goto close;
     if (start_workers(&c))
         goto close;

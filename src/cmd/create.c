@@ -9,19 +9,15 @@
  * only then is the file touched. Unlike qemu-img, a refused creation never
  * truncates or removes a file that was already there.
  *
- * Owns: the create command. The qcow2 layout is src/qcow2/create.c.
+ * Owns: the create command line. The -o options, their checks and the
+ * making of the image are create_opts.c (shared with convert); the qcow2
+ * layout is src/qcow2/create.c.
  */
-#include <fcntl.h>
-#include <linux/fs.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../block/block.h"
-#include "../qcow2/create.h"
-#include "../qcow2/format.h"
 #include "cmd.h"
 #include "create.h"
 
