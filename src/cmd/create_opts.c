@@ -484,6 +484,10 @@ static int create_qcow2(const char *filename, const struct oval *v, uint64_t siz
     unsigned method;
     int ret;
 
+    /* qemu resolves the alias before it reads any option */
+    if (v[O_ENCRYPTION].set && v[O_ENC_FORMAT].set)
+        return err_set(-EINVAL, "'encrypt.format' and its alias 'encryption' can't be used "
+                       "at the same time");
     if (v[O_COMPAT].set) {
         const char *c = v[O_COMPAT].str;
         if (!strcmp(c, "0.10") || !strcmp(c, "v2"))
