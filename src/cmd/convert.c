@@ -19,6 +19,7 @@
  * Must not: write to an input, or leave behind an output it created when
  * it fails.
  */
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -55,9 +56,12 @@ static int on_opt(int val, const char *arg, void *ctx)
         if (secret_object_help(arg, &text)) {
             fputs(text, stdout);
             c->object_help = true;
+            free((char *)arg);
             return 0;
         }
         ret = secret_object_add(&c->secrets, arg);
+        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
+        free((char *)arg);
         if (ret < 0)
             return error("%s", err_msg(ret)), -1;
         break;

@@ -13,6 +13,7 @@
  * making of the image are create_opts.c (shared with convert); the qcow2
  * layout is src/qcow2/create.c.
  */
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ static int on_opt(int val, const char *arg, void *ctx)
             return 0;
         }
         ret = secret_object_add(&a->secrets, arg);
+        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
         free((char *)arg);
         if (ret < 0) {
             error("%s", err_msg(ret));

@@ -15,6 +15,7 @@
  * Owns: the info command. Must not: write to any image.
  */
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -592,16 +593,17 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'i': a->image_opts = true; break;
     case 'O': {
         const char *text;
-        int ret;
+        int ret = 0;
         if (secret_object_help(arg, &text)) {
             fputs(text, stdout);
             a->object_help = true;
         } else if ((ret = secret_object_add(&a->secrets, arg)) < 0) {
             error("%s", err_msg(ret));
-            free((char *)arg);
-            return -1;
         }
+        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
         free((char *)arg);
+        if (ret < 0)
+            return -1;
         break;
     }
     }
