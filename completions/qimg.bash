@@ -16,7 +16,8 @@ _qimg_known_commands=(amend bitmap check convert create info repair snapshot)
 _qimg_qcow2_keys="compat= cluster_size= refcount_bits= lazy_refcounts=
 preallocation= backing_file= backing_fmt= compression_type= extended_l2=
 data_file= data_file_raw= encrypt.format= encrypt.key-secret=
-encrypt.cipher-alg= encrypt.iter-time= help"
+encrypt.cipher-alg= encrypt.cipher-mode= encrypt.ivgen-alg= encrypt.ivgen-hash-alg=
+encrypt.hash-alg= encrypt.iter-time= encryption= help"
 _qimg_raw_keys="preallocation= help"
 _qimg_amend_keys="compat= refcount_bits= lazy_refcounts= size= help"
 
@@ -309,7 +310,7 @@ _qimg_complete_o() {
     case $key in
         compat) _qimg_add "$head" "$val" 0.10 1.1 v2 v3 ;;
         refcount_bits) _qimg_add "$head" "$val" 1 2 4 8 16 32 64 ;;
-        lazy_refcounts | extended_l2 | data_file_raw) _qimg_add "$head" "$val" on off ;;
+        lazy_refcounts | extended_l2 | data_file_raw | encryption) _qimg_add "$head" "$val" on off ;;
         preallocation)
             if [[ $fmt == raw ]]; then
                 _qimg_add "$head" "$val" off falloc full
@@ -325,6 +326,11 @@ _qimg_complete_o() {
         backing_fmt) _qimg_add "$head" "$val" qcow2 raw ;;
         encrypt.format) _qimg_add "$head" "$val" luks aes ;;
         encrypt.cipher-alg) _qimg_add "$head" "$val" aes-128 aes-192 aes-256 ;;
+        encrypt.cipher-mode) _qimg_add "$head" "$val" ecb cbc xts ctr ;;
+        encrypt.ivgen-alg) _qimg_add "$head" "$val" plain plain64 essiv ;;
+        encrypt.ivgen-hash-alg | encrypt.hash-alg)
+            _qimg_add "$head" "$val" md5 sha1 sha224 sha256 sha384 sha512 ripemd160
+            ;;
         encrypt.key-secret)
             local ids
             mapfile -t ids < <(_qimg_secret_ids)

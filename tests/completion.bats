@@ -188,7 +188,8 @@ EOF
     complete_line "qimg create -o comp"
     assert_reply compat= compression_type=
     complete_line "qimg create -f qcow2 -o encrypt."
-    assert_reply encrypt.format= encrypt.key-secret= encrypt.cipher-alg= encrypt.iter-time=
+    assert_reply encrypt.format= encrypt.key-secret= encrypt.cipher-alg= encrypt.cipher-mode= \
+        encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.hash-alg= encrypt.iter-time=
     complete_line "qimg convert -O qcow2 -o data"
     assert_reply data_file= data_file_raw=
 }

@@ -258,11 +258,76 @@ qemu_says() {
     [ "$(file_sum src.raw)" = "$s" ]
 }
 
-@test "-o help lists the qcow2 creation options" {
+@test "-o help lists the creation options exactly as qemu-img convert does" {
     run -0 qimg convert -O qcow2 -o help
-    assert_line --index 0 "Supported options:"
-    assert_output --partial "cluster_size=<size>"
-    assert_output --partial "compression_type=<str>"
+    assert_output "$(qemu-img convert -O qcow2 -o help)"
+    assert_output --partial "encrypt.format=<str>"
+    run -0 qimg convert -O qcow2 -o help src.raw out.qcow2
+    assert_output "$(qemu-img convert -O qcow2 -o help src.raw out.qcow2)"
+    run -0 qimg convert -O raw -o help
+    assert_output "$(qemu-img convert -O raw -o help)"
+}
+
+# same_as_qemu_convert OPTS: qimg and qemu-img convert src.raw with -o OPTS;
+# the output passes qemu-img check, reads back as the source, and qemu-img
+# info reports the same as for qemu-img's own output (the file name aside).
+same_as_qemu_convert() {
+    rm -f mine.qcow2 theirs.qcow2
+    run -0 qimg convert -O qcow2 -o "$1" src.raw mine.qcow2
+    qemu-img convert -O qcow2 -o "$1" src.raw theirs.qcow2
+    qemu-img check -q mine.qcow2
+    qemu-img convert -O raw mine.qcow2 back.raw
+    cmp src.raw back.raw
+    diff <(qemu-img info --output=json mine.qcow2 | grep -v '"filename"') \
+        <(qemu-img info --output=json theirs.qcow2 | grep -v '"filename"')
+    # the layout qemu-img's allocator leaves: same clusters, same file size
+    cmp <(qemu-img map --output=json mine.qcow2) <(qemu-img map --output=json theirs.qcow2)
+    [ "$(stat -c %s mine.qcow2)" = "$(stat -c %s theirs.qcow2)" ]
+}
+
+@test "preallocation=metadata, falloc and full give qemu-img's image and read back identical" {
+    sparse_source src.raw
+    same_as_qemu_convert preallocation=metadata
+    same_as_qemu_convert preallocation=falloc
+    same_as_qemu_convert preallocation=full
+    same_as_qemu_convert cluster_size=512,preallocation=full
+}
+
+@test "-o combinations (cluster size, refcount width, compat, extended L2, zstd) match qemu-img convert" {
+    sparse_source src.raw
+    same_as_qemu_convert cluster_size=4k,refcount_bits=8,lazy_refcounts=on
+    same_as_qemu_convert compat=0.10,cluster_size=16k
+    same_as_qemu_convert extended_l2=on,compression_type=zstd,preallocation=metadata
+    same_as_qemu_convert refcount_bits=1,cluster_size=2M
+}
+
+@test "bad -o values get qemu-img convert's messages and leave no output" {
+    sparse_source src.raw
+    local o
+    for o in foo=1 cluster_size=3 cluster_size=abc refcount_bits=3 compat=0.10,refcount_bits=8 \
+        preallocation=bad lazy_refcounts=maybe compat=v4 backing_file=src.raw \
+        encrypt.format=luks encrypt.format=luks,encrypt.key-secret=nope \
+        encrypt.format=des encryption=on,encrypt.format=aes; do
+        run -1 qimg convert -O qcow2 -o "$o" src.raw out.qcow2
+        assert_output "$(qemu_says convert -O qcow2 -o "$o" src.raw out.qcow2)"
+        [ ! -e out.qcow2 ]
+    done
+    run -1 qimg convert -c -O qcow2 -o preallocation=full src.raw out.qcow2
+    assert_output "$(qemu_says convert -c -O qcow2 -o preallocation=full src.raw out.qcow2)"
+    [ ! -e out.qcow2 ]
+}
+
+@test "-B with -o backing_fmt, and -o backing_file, give qemu-img's header" {
+    sparse_source src.raw
+    qemu-img create -q -f raw base.raw 4M
+    run -0 qimg convert -O qcow2 -B base.raw -o backing_fmt=raw,cluster_size=32k src.raw a.qcow2
+    qemu-img convert -O qcow2 -B base.raw -o backing_fmt=raw,cluster_size=32k src.raw b.qcow2
+    diff <(qemu-img info --output=json a.qcow2 | grep -v '"filename"') \
+        <(qemu-img info --output=json b.qcow2 | grep -v '"filename"')
+    run -0 qimg convert -O qcow2 -o backing_file=base.raw,backing_fmt=raw src.raw c.qcow2
+    qemu-img info --output=json c.qcow2 >c.json
+    [ "$(json_get c.json '."backing-filename"')" = base.raw ]
+    qemu-img compare src.raw c.qcow2
 }
 
 @test "-t writeback syncs the output and writes the same bytes" {

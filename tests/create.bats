@@ -228,9 +228,11 @@ make_bases() {
     [ "$(file_sum x.qcow2)" = "$sum" ]
     run -1 qimg create -f raw -o preallocation=metadata x.qcow2 1M
     [ "$(file_sum x.qcow2)" = "$sum" ]
-    # options qimg does not support yet
+    # encryption without its secret: qemu-img's words, nothing touched
     run -1 qimg create -q -f qcow2 -o encrypt.format=luks x.qcow2 1M
-    assert_output "qimg: x.qcow2: Encryption is not supported yet"
+    assert_output "qimg: x.qcow2: Parameter 'encrypt.key-secret' is required for cipher"
+    [ "$(file_sum x.qcow2)" = "$sum" ]
+    # options qimg does not support yet
     run -1 qimg create -q -f qcow2 -o data_file=d.raw x.qcow2 1M
     assert_output "qimg: x.qcow2: External data files are not supported yet"
     [ "$(file_sum x.qcow2)" = "$sum" ] && [ ! -e d.raw ]
@@ -286,4 +288,30 @@ make_bases() {
     echo "old contents" >o.raw
     qimg create -q -f raw o.raw 1M
     cmp o.raw <(head -c 1048576 /dev/zero)
+}
+
+@test "bad encryption options get qemu-img create's messages and touch nothing" {
+    local o
+    for o in encrypt.format=foo encrypt.key-secret=s encrypt.cipher-alg=aes-128 \
+        encryption=off,encrypt.key-secret=s encryption=on,encrypt.format=aes,encrypt.key-secret=s \
+        encrypt.format=aes,encrypt.key-secret=s,encrypt.cipher-alg=aes-128 \
+        encrypt.format=luks,encrypt.key-secret=s,encrypt.cipher-alg=foo \
+        encrypt.format=luks,encrypt.key-secret=s,encrypt.hash-alg=md4 \
+        encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=abc \
+        encrypt.format=luks,encrypt.key-secret=nope encryption=on \
+        encrypt.format=luks,encrypt.key-secret=nope,cluster_size=3; do
+        run -1 qimg create -q -f qcow2 --object secret,id=s,data=abc -o "$o" x.qcow2 1M
+        assert_output "$(qemu-img create -q -f qcow2 --object secret,id=s,data=abc -o "$o" \
+            y.qcow2 1M 2>&1 | sed 's/^qemu-img: y.qcow2/qimg: x.qcow2/')"
+        [ ! -e x.qcow2 ]
+    done
+    run -0 qimg create -f qcow2 --object secret,id=s,data=abc \
+        -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10,encrypt.cipher-alg=aes-128 x.qcow2 1M
+    assert_output "$(qemu-img create -f qcow2 --object secret,id=s,data=abc \
+        -o encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10,encrypt.cipher-alg=aes-128 \
+        x.qcow2 1M 2>&1)"
+    # qimg knows one kind of object, the secret
+    run -0 qimg create --object help
+    assert_line --index 0 "$(qemu-img create --object help | head -1)"
+    assert_line "  secret"
 }

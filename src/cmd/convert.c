@@ -11,10 +11,15 @@
  * leaves a half-copied image either way. Write errors, ENOSPC included,
  * still fail the command.
  *
+ * The output is made by create_make() (create_opts.c), with every -o option
+ * `qimg create` takes; an encrypted input or output is opened with its key
+ * (--object, --image-opts, --target-image-opts, as qemu-img takes them).
+ *
  * Owns: the convert command line, opening the inputs, creating the output.
  * Must not: write to an input, or leave behind an output it created when
  * it fails.
  */
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -22,11 +27,13 @@
 
 #include "bitmap_copy.h"
 #include "convert.h"
+#include "create.h"
 
 enum {
     OPT_QUIET = 1, OPT_PROGRESS, OPT_COMPRESS, OPT_FMT, OPT_OUT_FMT, OPT_OPTIONS,
     OPT_BACKING, OPT_BACKING_FMT, OPT_SPARSE, OPT_SNAPSHOT, OPT_NO_CREATE, OPT_THREADS,
     OPT_SHARE, OPT_CACHE, OPT_SRC_CACHE, OPT_TARGET_ZERO, OPT_BITMAPS, OPT_SKIP_BROKEN,
+    OPT_OBJECT, OPT_IMAGE_OPTS, OPT_TARGET_IMAGE_OPTS,
 };
 
 /* ---- options ----------------------------------------------------------- */
@@ -44,6 +51,24 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_TARGET_ZERO: c->target_zero = true; break;
     case OPT_BITMAPS: c->bitmaps = true; break;
     case OPT_SKIP_BROKEN: c->skip_broken_bitmaps = true; break;
+    case OPT_IMAGE_OPTS: c->image_opts = true; break;
+    case OPT_TARGET_IMAGE_OPTS: c->target_image_opts = true; break;
+    case OPT_OBJECT: {
+        const char *text;
+        int ret;
+        if (secret_object_help(arg, &text)) {
+            fputs(text, stdout);
+            c->object_help = true;
+            free((char *)arg);
+            return 0;
+        }
+        ret = secret_object_add(&c->secrets, arg);
+        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
+        free((char *)arg);
+        if (ret < 0)
+            return error("%s", err_msg(ret)), -1;
+        break;
+    }
     case OPT_FMT: c->fmt = arg; break;
     case OPT_OUT_FMT: c->out_fmt = arg; break;
     case OPT_BACKING: c->backing = arg; break;
@@ -61,7 +86,10 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_OPTIONS: {
         /* Several -o add up, as in qemu-img. */
         size_t a = c->optstr ? strlen(c->optstr) : 0;
-        char *s = realloc(c->optstr, a + strlen(arg) + 2);
+        char *s;
+        if (!create_valid_option_list(arg))
+            return error("Invalid option list: %s", arg), -1;
+        s = realloc(c->optstr, a + strlen(arg) + 2);
         if (!s)
             return error("out of memory"), -1;
         if (a)
@@ -99,217 +127,6 @@ static int on_opt(int val, const char *arg, void *ctx)
     }
     }
     return 0;
-}
-
-/* ---- create: TEMPORARY ------------------------------------------------- */
-/*
- * TEMPORARY: a minimal qcow2 creator until `qimg create` lands; at merge
- * time the lead swaps qcow2_create_simple() for the create helper's
- * qcow2_create(). Same layout as qemu-img: header (with the feature table)
- * in cluster 0, refcount table in cluster 1, refcount block in cluster 2,
- * then the L1 table, allocated through the engine.
- */
-struct create_opts {
-    uint32_t cluster_bits, refcount_order, version;
-    uint8_t compression_type;
-    bool extl2, lazy;
-    const char *backing_file, *backing_fmt;
-};
-
-/* Messages of qemu-img's create; the caller prefixes "FILE: error while converting qcow2: ". */
-static int create_opts_parse(struct opts *o, struct create_opts *co)
-{
-    const char *v;
-    uint64_t n;
-    bool b;
-
-    memset(co, 0, sizeof(*co));
-    co->cluster_bits = 16;
-    co->refcount_order = 4;
-    co->version = 3;
-    if ((v = opts_get(o, "compat"))) {
-        if (!strcmp(v, "0.10") || !strcmp(v, "v2"))
-            co->version = 2;
-        else if (!strcmp(v, "1.1") || !strcmp(v, "v3"))
-            co->version = 3;
-        else
-            return err_set(-EINVAL, "Parameter 'version' does not accept value '%s'", v);
-    }
-    if ((v = opts_get(o, "cluster_size"))) {
-        if (parse_size(v, &n) < 0)
-            return err_set(-EINVAL, "Parameter 'cluster_size' expects a non-negative number "
-                           "below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, "
-                           "mega-, giga-, tera-, peta-\nand exabytes, respectively.");
-        if (n < 512 || n > (2u << 20) || (n & (n - 1)))
-            return err_set(-EINVAL, "Cluster size must be a power of two between 512 and "
-                           "2048k");
-        co->cluster_bits = (uint32_t)__builtin_ctzll(n);
-    }
-    if ((v = opts_get(o, "refcount_bits"))) {
-        if (parse_uint(v, &n) < 0 || !n || n > 64 || (n & (n - 1)))
-            return err_set(-EINVAL, "Refcount width must be a power of two and may not "
-                           "exceed 64 bits");
-        co->refcount_order = (uint32_t)__builtin_ctzll(n);
-        if (co->version < 3 && n != 16)
-            return err_set(-EINVAL, "Different refcount widths than 16 bits require "
-                           "compatibility level 1.1 or above (use version=v3 or greater)");
-    }
-    if ((v = opts_get(o, "compression_type"))) {
-        if (!strcmp(v, "zstd"))
-            co->compression_type = QCOW2_COMPRESSION_ZSTD;
-        else if (strcmp(v, "zlib"))
-            return err_set(-EINVAL, "Parameter 'compression-type' does not accept value "
-                           "'%s'", v);
-        if (co->compression_type && co->version < 3)
-            return err_set(-EINVAL, "Non-zlib compression type is only supported with "
-                           "compatibility level 1.1 and above (use version=v3 or greater)");
-    }
-    if ((v = opts_get(o, "extended_l2"))) {
-        if (parse_bool(v, &b) < 0)
-            return err_set(-EINVAL, "Parameter 'extended_l2' expects 'on' or 'off'");
-        co->extl2 = b;
-        if (b && co->version < 3)
-            return err_set(-EINVAL, "Extended L2 entries are only supported with "
-                           "compatibility level 1.1 and above (use version=v3 or greater)");
-        if (b && co->cluster_bits < 14)
-            return err_set(-EINVAL, "Extended L2 entries are only supported with cluster "
-                           "sizes of at least 16384 bytes");
-    }
-    if ((v = opts_get(o, "lazy_refcounts"))) {
-        if (parse_bool(v, &b) < 0)
-            return err_set(-EINVAL, "Parameter 'lazy_refcounts' expects 'on' or 'off'");
-        co->lazy = b;
-        if (b && co->version < 3)
-            return err_set(-EINVAL, "Lazy refcounts only supported with compatibility "
-                           "level 1.1 and above (use version=v3 or greater)");
-    }
-    if ((v = opts_get(o, "preallocation"))) {
-        if (strcmp(v, "off") && strcmp(v, "metadata") && strcmp(v, "falloc") &&
-            strcmp(v, "full"))
-            return err_set(-EINVAL, "Parameter 'preallocation' does not accept value '%s'", v);
-        if (strcmp(v, "off"))
-            return err_set(-ENOTSUP, "preallocation=%s is not supported by convert yet", v);
-    }
-    co->backing_file = opts_get(o, "backing_file");
-    co->backing_fmt = opts_get(o, "backing_fmt");
-    return 0;
-}
-
-static int qcow2_create_simple(struct qfile *f, uint64_t size, const struct create_opts *co)
-{
-    const uint64_t cs = 1ULL << co->cluster_bits;
-    struct qcow2_meta m;
-    struct qcow2 *q;
-    uint8_t *buf = xzalloc(cs);
-    uint64_t l1_entries, rb_bytes;
-    size_t hlen;
-    int64_t l1;
-    int ret;
-
-    if (!buf)
-        return -ENOMEM;
-    memset(&m, 0, sizeof(m));
-    m.h.version = co->version;
-    m.h.cluster_bits = co->cluster_bits;
-    m.h.refcount_table_offset = cs;
-    m.h.refcount_table_clusters = 1;
-    m.h.refcount_order = co->refcount_order;
-    m.h.compression_type = co->compression_type;
-    if (co->extl2)
-        m.h.incompatible_features |= QCOW2_INCOMPAT_EXTL2;
-    if (co->compression_type != QCOW2_COMPRESSION_ZLIB)
-        m.h.incompatible_features |= QCOW2_INCOMPAT_COMPRESSION;
-    if (co->lazy)
-        m.h.compatible_features |= QCOW2_COMPAT_LAZY_REFCOUNTS;
-    m.backing_file = (char *)co->backing_file;
-    m.backing_fmt = (char *)co->backing_fmt;
-    ret = qcow2_header_build(&m, buf, cs);
-    if (ret < 0) {
-        free(buf);
-        return err_set(ret, "The header does not fit in one cluster");
-    }
-    /* The file is empty: write the bytes in use, let the rest be a hole. */
-    hlen = (size_t)ret;
-    ret = qfile_truncate(f, 3 * cs);
-    if (ret == 0)
-        ret = qfile_pwrite(f, buf, hlen, 0);
-    put_be64(buf, 2 * cs);                      /* refcount block at cluster 2 */
-    if (ret == 0)
-        ret = qfile_pwrite(f, buf, 8, cs);
-    memset(buf, 0, 8);
-    for (unsigned i = 0; i < 3; i++)            /* counts clusters 0, 1 and 2 */
-        qcow2_rb_set(&(struct qcow2){ .refcount_order = co->refcount_order }, buf, i, 1);
-    rb_bytes = ALIGN_UP(3ULL << co->refcount_order, 64) / 8;
-    if (ret == 0)
-        ret = qfile_pwrite(f, buf, rb_bytes, 2 * cs);
-    free(buf);
-    if (ret < 0)
-        return ret;
-
-    /* The L1 table, through the allocator, then the header pointing at it. */
-    ret = qcow2_open(&q, f, QCOW2_OPEN_RDWR);
-    if (ret < 0)
-        return ret;
-    l1_entries = qcow2_l1_entries_for(co->cluster_bits, co->extl2, size);
-    if (l1_entries * 8 > QCOW2_MAX_L1_BYTES) {
-        ret = err_set(-EFBIG, "Image size is too large for this cluster size");
-        goto out;
-    }
-    if (l1_entries) {
-        uint64_t bytes = ALIGN_UP(l1_entries * 8, cs), fsize;
-        l1 = qcow2_alloc_clusters(q, bytes / cs);
-        if (l1 < 0) {
-            ret = (int)l1;
-            goto out;
-        }
-        /* A new image's L1 table lies at its end: zeros by extending it. */
-        ret = qfile_size(f, &fsize);
-        if (ret == 0 && fsize > (uint64_t)l1)
-            ret = err_set(-EIO, "the new L1 table at %#llx is not at the end of the file",
-                          (unsigned long long)l1);
-        if (ret == 0)
-            ret = qfile_truncate(f, (uint64_t)l1 + bytes);
-        if (ret < 0)
-            goto out;
-        q->meta.h.l1_table_offset = (uint64_t)l1;
-        q->meta.h.l1_size = (uint32_t)l1_entries;
-    }
-    q->meta.h.size = size;
-    ret = qcow2_flush(q);
-    if (ret == 0)
-        ret = qcow2_write_header(q);
-out:
-    q->file = NULL;             /* the caller closes f */
-    {
-        int r = qcow2_close(q);
-        if (ret == 0)
-            ret = r;
-    }
-    return ret;
-}
-/* ---- end of TEMPORARY ---------------------------------------------------- */
-
-static void print_create_help(const char *fmt)
-{
-    printf("Supported options:\n");
-    if (!strcmp(fmt, "qcow2")) {
-        printf("  backing_file=<str>     - File name of a base image\n"
-               "  backing_fmt=<str>      - Image format of the base image\n"
-               "  cluster_size=<size>    - qcow2 cluster size\n"
-               "  compat=<str>           - Compatibility level (v2 [0.10] or v3 [1.1])\n"
-               "  compression_type=<str> - Compression method used for image cluster "
-               "compression\n"
-               "  extended_l2=<bool (on/off)> - Extended L2 tables\n"
-               "  lazy_refcounts=<bool (on/off)> - Postpone refcount updates\n"
-               "  preallocation=<str>    - Preallocation mode (allowed values: off, "
-               "metadata, falloc, full)\n"
-               "  refcount_bits=<num>    - Width of a reference count entry in bits\n"
-               "  size=<size>            - Virtual disk size\n");
-    } else {
-        printf("  preallocation=<str>    - Preallocation mode (allowed values: off, falloc, "
-               "full)\n"
-               "  size=<size>            - Virtual disk size\n");
-    }
 }
 
 /* -l: read the input's internal snapshot instead of its active state. */
@@ -355,19 +172,40 @@ int load_snapshot(struct convert *c, struct blk *b)
 
 /* ---- opening ------------------------------------------------------------- */
 
+int open_input(struct convert *c, int i, struct blk **b)
+{
+    int flags = (c->force_share ? BLK_NOLOCK : 0) | BLK_NEED_KEY;
+    const char *file = c->in_names[i], *fmt = c->in[i] ? c->in[i]->drv->name : c->fmt;
+    struct blk_key key = { &c->secrets, NULL, NULL };
+    int ret;
+
+    if (c->image_opts) {
+        imageopts_free(&c->in_io[i]);
+        ret = imageopts_parse(c->in_names[i], &c->in_io[i]);
+        if (ret < 0)
+            return cmd_open_error(c->in_names[i], ret);
+        file = c->in_io[i].filename;
+        fmt = c->in_io[i].driver;
+        key.key_secret = c->in_io[i].key_secret;
+        key.format = c->in_io[i].encrypt_format;
+    }
+    ret = blk_open_key(b, file, fmt, flags, &key);
+    if (ret < 0)
+        return cmd_open_error(c->in_names[i], ret);
+    return 0;
+}
+
 static int open_inputs(struct convert *c, const char **names)
 {
-    int flags = c->force_share ? BLK_NOLOCK : 0;
-
     c->in_names = names;
     c->in = xzalloc(c->nin * sizeof(*c->in));
     c->start = xzalloc(c->nin * sizeof(*c->start));
-    if (!c->in || !c->start)
+    c->in_io = xzalloc(c->nin * sizeof(*c->in_io));
+    if (!c->in || !c->start || !c->in_io)
         return error("out of memory");
     for (int i = 0; i < c->nin; i++) {
-        int ret = blk_open(&c->in[i], names[i], c->fmt, flags);
-        if (ret < 0)
-            return cmd_open_error(names[i], ret);
+        if (open_input(c, i, &c->in[i]))
+            return 1;
         c->start[i] = c->total;
         c->total += c->in[i]->size;
     }
@@ -387,101 +225,104 @@ static bool same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-/* Create (or reuse with -n) and open the output. */
-static int open_output(struct convert *c, const char **inputs)
+/* Open the output for writing, with its key when it is encrypted. */
+static int open_target(struct convert *c, const char *key_secret)
 {
-    const bool qcow2 = !strcmp(c->out_fmt, "qcow2");
-    struct opts o = { 0 };
-    struct create_opts co;
-    struct qfile *f;
+    struct blk_key key = { &c->secrets, key_secret, NULL };
+    int flags = BLK_RDWR | BLK_NEED_KEY | (c->safe ? 0 : BLK_UNSAFE), ret;
+
+    if (c->target_image_opts) {
+        key.key_secret = c->out_io.key_secret;
+        key.format = c->out_io.encrypt_format;
+    }
+    ret = blk_open_key(&c->out, c->out_file, c->out_fmt, flags, &key);
+    if (ret < 0)
+        return cmd_open_error(c->out_name, ret);
+    return 0;
+}
+
+static bool is_encrypted(const struct blk *b)
+{
+    return b->drv == &blk_qcow2_driver && ((struct qcow2 *)b->priv)->meta.h.crypt_method;
+}
+
+/* Create (or reuse with -n) and open the output. */
+static int open_output(struct convert *c)
+{
+    struct create_req r = { 0 };
+    const char *p;
     int ret;
 
     for (int i = 0; i < c->nin; i++)
-        if (same_file(inputs[i], c->out_name))
+        if (same_file(c->in[i]->filename, c->out_file))
             return error("Output file '%s' is also an input", c->out_name);
     if (c->no_create) {
-        ret = blk_open(&c->out, c->out_name, c->out_fmt,
-                       BLK_RDWR | (c->safe ? 0 : BLK_UNSAFE));
-        if (ret < 0)
-            return cmd_open_error(c->out_name, ret);
+        if (open_target(c, NULL))
+            return 1;
         if (c->out->size < c->total)
             return error("output file is smaller than input file");
+        /* qemu-img writes such a target uncompressed, and succeeds */
+        if (c->compress && is_encrypted(c->out))
+            c->compress = false;
         c->zero_init = c->target_zero;
         goto opened;
     }
 
-    ret = c->optstr ? opts_parse(&o, c->optstr) : 0;
-    if (ret < 0) {
-        opts_free(&o);
-        return error("%s", err_msg(ret));
-    }
-    if (qcow2) {
-        ret = create_opts_parse(&o, &co);
-        if (ret == 0 && c->backing) {
-            if (co.backing_file && strcmp(co.backing_file, c->backing))
-                ret = err_set(-EINVAL, "backing_file and -B name different backing files");
-            co.backing_file = c->backing;
-            if (c->backing_fmt)
-                co.backing_fmt = c->backing_fmt;
-        }
-        if (ret == 0 && co.backing_file && !co.backing_fmt)
-            ret = err_set(-EINVAL, "Use of backing file requires explicit backing format");
-    } else {
-        const char *p = opts_get(&o, "preallocation");
-        opts_get(&o, "size");
-        ret = 0;
-        if (p && strcmp(p, "off") && strcmp(p, "falloc") && strcmp(p, "full"))
-            ret = err_set(-EINVAL, "Parameter 'preallocation' does not accept value '%s'", p);
-    }
-    opts_get(&o, "size");
-    if (ret == 0 && opts_unused(&o)) {
-        error("Invalid parameter '%s'", opts_unused(&o));
-        opts_free(&o);
+    /* qemu-img convert: option types first (no file name), then -B/-F. */
+    if (create_parse(&r, c->out_fmt, c->optstr, "")) {
+        create_req_free(&r);
         return 1;
     }
-    if (ret < 0) {
-        opts_free(&o);
-        if (!strcmp(err_msg(ret), "Use of backing file requires explicit backing format"))
-            return error("%s", err_msg(ret));
-        return error("%s: error while converting %s: %s", c->out_name, c->out_fmt,
-                     err_msg(ret));
+    if (create_set(&r, O_SIZE, NULL, c->total) < 0)
+        goto nomem;
+    if (c->backing && !r.v[O_BACKING_FILE].set &&
+        create_set(&r, O_BACKING_FILE, c->backing, 0) < 0)
+        goto nomem;
+    if (c->backing_fmt && !r.v[O_BACKING_FMT].set &&
+        create_set(&r, O_BACKING_FMT, c->backing_fmt, 0) < 0)
+        goto nomem;
+    if (r.v[O_BACKING_FILE].set && !r.v[O_BACKING_FMT].set) {
+        create_req_free(&r);
+        return error("Use of backing file requires explicit backing format");
+    }
+    p = r.v[O_PREALLOC].set ? r.v[O_PREALLOC].str : "off";
+    if (c->compress && create_encrypted(&r)) {
+        create_req_free(&r);
+        return error("Compression and encryption not supported at the same time");
+    }
+    if (c->compress && strcmp(p, "off")) {
+        create_req_free(&r);
+        return error("Compression and preallocation not supported at the same time");
     }
 
     /* Lock first, then truncate: never empty a file someone else is using. */
-    ret = qfile_open(&f, c->out_name, QF_RDWR | QF_CREATE | (c->safe ? 0 : QF_UNSAFE));
-    if (ret < 0) {
-        opts_free(&o);
-        if (!err_has_msg(ret))
-            err_set(ret, "Could not create '%s': %s", c->out_name, strerror(-ret));
-        return error("%s: error while converting %s: %s", c->out_name, c->out_fmt,
-                     err_msg(ret));
-    }
-    c->created = true;
-    ret = qfile_truncate(f, 0);
-    if (ret == 0) {
-        if (qcow2) {
-            ret = qcow2_create_simple(f, c->total, &co);
-        } else {
-            const char *p = opts_get(&o, "preallocation");
-            ret = qfile_truncate(f, c->total);
-            if (ret == 0 && p && strcmp(p, "off") && c->total)
-                ret = qfile_allocate(f, 0, c->total);
-        }
-    }
-    opts_free(&o);
     {
-        int r = qfile_close(f);
+        struct qfile *f;
+        ret = qfile_open(&f, c->out_file, QF_RDWR | QF_CREATE | (c->safe ? 0 : QF_UNSAFE));
         if (ret == 0)
-            ret = r;
+            ret = qfile_close(f);
+        else if (!err_has_msg(ret))
+            err_set(ret, "Could not create '%s': %s", c->out_file, strerror(-ret));
     }
-    if (ret < 0)
+    if (ret == 0) {
+        c->created = true;
+        ret = create_make(&r, c->out_file, &c->secrets);
+    }
+    if (ret < 0) {
+        create_req_free(&r);
         return error("%s: error while converting %s: %s", c->out_name, c->out_fmt,
                      err_msg(ret));
-    /* A new image reads as zeros, unless a backing file shows through. */
-    c->zero_init = !(qcow2 && co.backing_file);
-    ret = blk_open(&c->out, c->out_name, c->out_fmt, BLK_RDWR | (c->safe ? 0 : BLK_UNSAFE));
-    if (ret < 0)
-        return cmd_open_error(c->out_name, ret);
+    }
+    /*
+     * A new image reads as zeros, unless a backing file shows through or
+     * preallocated clusters of an encrypted image decrypt to noise (qemu's
+     * qcow2_has_zero_init).
+     */
+    c->zero_init = !r.v[O_BACKING_FILE].set && !(create_encrypted(&r) && strcmp(p, "off"));
+    ret = open_target(c, r.v[O_ENC_SECRET].set ? r.v[O_ENC_SECRET].str : NULL);
+    create_req_free(&r);
+    if (ret)
+        return 1;
     c->cmp = c->out->backing;
 opened:
     if (c->out->drv == &blk_qcow2_driver)
@@ -492,8 +333,10 @@ opened:
     if (c->compress)
         c->chunk = MAX(c->chunk * 2, 2 * (uint64_t)c->threads * c->g);
     return 0;
+nomem:
+    create_req_free(&r);
+    return error("%s", strerror(ENOMEM));
 }
-
 static const struct poptOption options[] = {
     { NULL, 'q', POPT_ARG_NONE, NULL, OPT_QUIET, "quiet mode", NULL },
     { NULL, 'p', POPT_ARG_NONE, NULL, OPT_PROGRESS, "show a progress bar (on a terminal)", NULL },
@@ -527,20 +370,41 @@ static const struct poptOption options[] = {
       "qcow2, one input)", NULL },
     { "skip-broken-bitmaps", 0, POPT_ARG_NONE, NULL, OPT_SKIP_BROKEN, "with --bitmaps: leave "
       "out inconsistent bitmaps (with a warning)", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, OPT_OBJECT, "define a secret: secret,id=ID,data=STRING "
+      "or secret,id=ID,file=PATH", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, OPT_IMAGE_OPTS, "the inputs are option strings: "
+      "driver=qcow2,file.filename=PATH,encrypt.key-secret=ID", NULL },
+    { "target-image-opts", 0, POPT_ARG_NONE, NULL, OPT_TARGET_IMAGE_OPTS, "the output (with "
+      "-n) is such an option string", NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
 
 static int validate(struct convert *c, int nargs)
 {
+    if (c->target_image_opts && !c->no_create)
+        return error("--target-image-opts requires use of -n flag");
+    if ((c->image_opts && c->fmt) || (c->target_image_opts && c->out_fmt))
+        return error("--image-opts and --format are mutually exclusive");
     if (nargs < 2)
         return error("Must specify image file name");
+    if (c->target_image_opts && !c->out_fmt && c->out_name) {
+        int ret = imageopts_parse(c->out_name, &c->out_io);
+        if (ret < 0)
+            return cmd_open_error(c->out_name, ret);
+        c->out_file = c->out_io.filename;
+        c->out_fmt = c->out_io.driver;
+        if (!c->out_fmt || !c->out_file)
+            return error("Could not open '%s': Must specify either driver or file", c->out_name);
+    }
+    if (!c->out_fmt)
+        c->out_fmt = "raw";
     if (!blk_find_driver(c->out_fmt))
         return error("Unknown file format '%s'", c->out_fmt);
     if (strcmp(c->out_fmt, "raw") && strcmp(c->out_fmt, "qcow2"))
         return error("Output format '%s' is not supported (qimg writes raw and qcow2)",
                      c->out_fmt);
-    if (c->optstr && !strcmp(c->optstr, "help"))
+    if (create_wants_help(c->optstr))
         return 0;
     if (c->snapshot && nargs > 2)
         return error("No support for concatenating multiple snapshot");
@@ -548,8 +412,6 @@ static int validate(struct convert *c, int nargs)
         return error("Compression not supported for this file format");
     if (c->backing && strcmp(c->out_fmt, "qcow2"))
         return error("Backing file not supported for file format '%s'", c->out_fmt);
-    if (c->backing && !c->backing_fmt && !c->no_create)
-        return error("Use of backing file requires explicit backing format");
     if (c->no_create && c->optstr)
         return error("-o has no effect when skipping image creation");
     if (c->target_zero && !c->no_create)
@@ -561,7 +423,7 @@ static int validate(struct convert *c, int nargs)
 
 int cmd_convert(int argc, const char **argv)
 {
-    struct convert c = { .sparse = 4096, .out_fmt = "raw" };
+    struct convert c = { .sparse = 4096 };
     struct cmd_spec spec = {
         .name = "convert",
         .synopsis = "[-q] [-p] [-c] [-f fmt] [-O fmt] [-o options] [-B backing [-F fmt]] "
@@ -579,30 +441,32 @@ int cmd_convert(int argc, const char **argv)
     int nargs, ret, rc = 1;
 
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (ret != 0) {
+    if (ret != 0 || c.object_help) {
         free(c.optstr);
-        return ret > 0 ? 0 : 1;
+        secret_store_free(&c.secrets);
+        return ret < 0 ? 1 : 0;
     }
     if (!c.threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c.threads = n < 1 ? 1 : MIN(n, MAX_THREADS);
     }
-    if (c.optstr && !strcmp(c.optstr, "help")) {
-        if (validate(&c, 2) == 0) {
-            print_create_help(c.out_fmt);
-            rc = 0;
-        }
+    if (create_wants_help(c.optstr)) {
+        if (nargs > 0)
+            c.out_name = c.out_file = args[nargs - 1];
+        if (validate(&c, 2) == 0)
+            rc = create_print_help(nargs > 0 ? args[nargs - 1] : NULL, c.out_fmt);
         goto done;
     }
+    if (nargs > 0)
+        c.out_name = c.out_file = args[nargs - 1];
     if (validate(&c, nargs))
         goto done;
     c.nin = nargs - 1;
-    c.out_name = args[nargs - 1];
     if (open_inputs(&c, args))
         goto close;
     if (c.bitmaps && cmd_bitmaps_convert_check(c.in, c.nin, c.out_fmt, c.skip_broken_bitmaps))
         goto close;
-    if (open_output(&c, args))
+    if (open_output(&c))
         goto close;
     if (start_workers(&c))
         goto close;
@@ -615,7 +479,7 @@ int cmd_convert(int argc, const char **argv)
         error("%s: error while closing the output: %s", c.out_name, err_msg(ret));
         goto close;
     }
-    if (c.bitmaps && cmd_bitmaps_convert_copy(c.in[0], c.out_name))
+    if (c.bitmaps && cmd_bitmaps_convert_copy(c.in[0], c.out_file))
         goto close;
     rc = 0;
 close:
@@ -625,13 +489,18 @@ close:
     for (int i = 0; i < c.nin && c.in; i++)
         blk_close(c.in[i]);
     if (rc && c.created)
-        unlink(c.out_name);
+        unlink(c.out_file);
     /* The shared checker proves the qcow2 that was written. */
     if (rc == 0 && c.out_fmt && !strcmp(c.out_fmt, "qcow2"))
-        rc = cmd_verify_image(c.out_name);
+        rc = cmd_verify_image(c.out_file);
+    for (int i = 0; i < c.nin && c.in_io; i++)
+        imageopts_free(&c.in_io[i]);
+    free(c.in_io);
     free(c.in);
     free(c.start);
 done:
+    imageopts_free(&c.out_io);
+    secret_store_free(&c.secrets);
     free(c.optstr);
     cmd_done(pc);
     return rc;

@@ -10,6 +10,7 @@
 #include "../block/block.h"
 #include "../qcow2/datapath.h"
 #include "../util/pool.h"
+#include "../util/secret.h"
 #include "cmd.h"
 
 #define CHUNK (2u << 20)
@@ -21,6 +22,11 @@ struct convert {
     bool safe;                  /* -t other than unsafe: fsync the output */
     const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
     char *optstr;
+    bool image_opts, target_image_opts, object_help;
+    struct secret_store secrets;        /* --object secret,... */
+    struct imageopts *in_io;            /* per input, with --image-opts */
+    struct imageopts out_io;            /* with --target-image-opts */
+    const char *out_file;               /* the output's file name */
     uint64_t sparse;
     long threads;
 
@@ -44,6 +50,8 @@ struct convert {
     struct qcow2_zctx **zc;     /* per worker: its compressor */
 };
 
+/* convert.c: open input i (its name, format and key) for reading. */
+int open_input(struct convert *c, int i, struct blk **b);
 /* convert.c: -l, on one handle of the (single) input. */
 int load_snapshot(struct convert *c, struct blk *b);
 /* convert_copy.c: the worker threads (and their handles), then the copy. */

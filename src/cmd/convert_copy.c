@@ -464,7 +464,6 @@ out:
 /* Workers for -c, and for reading compressed inputs on every core. */
 int start_workers(struct convert *c)
 {
-    int flags = c->force_share ? BLK_NOLOCK : 0;
     bool plain = true;
     int n = (int)c->threads;
 
@@ -483,6 +482,12 @@ int start_workers(struct convert *c)
         for (int t = 0; t < c->nthreads; t++)
             c->zc[t] = qcow2_zctx_new(c->oq->meta.h.compression_type);
     }
+    /* An encrypted input is read by one handle: every open would run the
+     * (deliberately slow) key derivation again. */
+    for (int i = 0; i < c->nin; i++)
+        if (c->in[i]->drv == &blk_qcow2_driver &&
+            ((struct qcow2 *)c->in[i]->priv)->meta.h.crypt_method)
+            plain = true;
     if (plain || c->nthreads < 2)
         return 0;
     c->rin = xzalloc(c->nthreads * sizeof(*c->rin));
@@ -493,7 +498,7 @@ int start_workers(struct convert *c)
         if (!c->rin[t])
             return error("out of memory");
         for (int i = 0; i < c->nin; i++) {
-            int ret = blk_open(&c->rin[t][i], c->in_names[i], c->in[i]->drv->name, flags);
+            int ret = open_input(c, i, &c->rin[t][i]);
             if (ret < 0)
                 return cmd_open_error(c->in_names[i], ret);
             if (c->snapshot && load_snapshot(c, c->rin[t][i]))

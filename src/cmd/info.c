@@ -15,11 +15,14 @@
  * Owns: the info command. Must not: write to any image.
  */
 #include <inttypes.h>
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../block/block.h"
+#include "../qcow2/crypto.h"
+#include "../util/secret.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
 
@@ -314,6 +317,41 @@ static int add_snapshots(struct val *info, struct qcow2 *q)
     return 0;
 }
 
+/* qemu's QCryptoBlockInfo: "aes", or the LUKS header's fields (crypto.h). */
+static int add_encrypt(struct val *data, struct qcow2 *q)
+{
+    const struct luks_header *h = qcow2_crypto_luks(q);
+    struct val *enc = add_node(data, "encrypt", V_OBJ), *slots;
+
+    if (!enc)
+        return -ENOMEM;
+    if (q->meta.h.crypt_method == QCOW_CRYPT_AES || !h)
+        return add_str(enc, "format", q->meta.h.crypt_method == QCOW_CRYPT_AES ? "aes" : "luks")
+                   ? 0 : -ENOMEM;
+    if (!add_str(enc, "format", "luks") ||
+        !add_str(enc, "cipher-alg", crypt_alg_name(h->spec.alg)) ||
+        !add_str(enc, "cipher-mode", crypt_mode_name(h->spec.mode)) ||
+        !add_str(enc, "ivgen-alg", crypt_ivgen_name(h->spec.ivgen)) ||
+        (h->spec.ivgen == CRYPT_IV_ESSIV &&
+         !add_str(enc, "ivgen-hash-alg", crypt_hash_name(h->spec.ivgen_hash))) ||
+        !add_str(enc, "hash-alg", crypt_hash_name(h->hash)) ||
+        !add_int(enc, "payload-offset", (int64_t)h->payload_offset * 512) ||
+        !add_int(enc, "master-key-iters", h->mk_iterations) ||
+        !add_str(enc, "uuid", h->uuid) || !(slots = add_node(enc, "slots", V_ARR)))
+        return -ENOMEM;
+    for (int i = 0; i < LUKS_NUM_SLOTS; i++) {
+        const struct luks_slot *sl = &h->slots[i];
+        bool on = sl->active == LUKS_SLOT_ACTIVE;
+        struct val *o = add_node(slots, NULL, V_OBJ);
+
+        if (!o || !add_bool(o, "active", on) || (on && !add_int(o, "iters", sl->iterations)) ||
+            (on && !add_int(o, "stripes", sl->stripes)) ||
+            !add_int(o, "key-offset", (int64_t)sl->key_offset * 512))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 static int add_qcow2_specific(struct val *info, struct qcow2 *q)
 {
     const struct qcow2_header *h = &q->meta.h;
@@ -322,10 +360,16 @@ static int add_qcow2_specific(struct val *info, struct qcow2 *q)
 
     if (!fs || !add_str(fs, "type", "qcow2") || !(data = add_node(fs, "data", V_OBJ)))
         return -ENOMEM;
-    if (h->version < 3)
-        return add_str(data, "compat", "0.10") &&
-               add_int(data, "refcount-bits", q->refcount_bits) &&
-               add_str(data, "compression-type", ctype) ? 0 : -ENOMEM;
+    if (h->version < 3) {
+        if (!add_str(data, "compat", "0.10") || !add_int(data, "refcount-bits", q->refcount_bits))
+            return -ENOMEM;
+        if (h->crypt_method) {
+            int ret = add_encrypt(data, q);
+            if (ret < 0)
+                return ret;
+        }
+        return add_str(data, "compression-type", ctype) ? 0 : -ENOMEM;
+    }
     if (!add_str(data, "compat", "1.1") ||
         (q->meta.data_file && !add_str(data, "data-file", q->meta.data_file)) ||
         ((h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) &&
@@ -336,10 +380,10 @@ static int add_qcow2_specific(struct val *info, struct qcow2 *q)
         !add_bool(data, "corrupt", h->incompatible_features & QCOW2_INCOMPAT_CORRUPT) ||
         !add_int(data, "refcount-bits", q->refcount_bits))
         return -ENOMEM;
-    if (h->crypt_method == QCOW_CRYPT_AES) {
-        struct val *enc = add_node(data, "encrypt", V_OBJ);
-        if (!enc || !add_str(enc, "format", "aes"))
-            return -ENOMEM;
+    if (h->crypt_method) {
+        int ret = add_encrypt(data, q);
+        if (ret < 0)
+            return ret;
     }
     {
         int ret = add_bitmaps(data, q);
@@ -353,9 +397,40 @@ static int add_qcow2_specific(struct val *info, struct qcow2 *q)
  * Everything qemu's ImageInfo holds for one image, opened on its own.
  * *next and *next_fmt: the backing file to show next with --backing-chain.
  */
-static int image_info(const char *filename, const char *fmt, int flags, struct val **out,
-                      char **next, char **next_fmt)
+/*
+ * The image named by --image-opts (io), shown under the name qemu gives it
+ * (*display, malloc'd). Like qemu-img info, which opens images without I/O,
+ * the key is not used (a wrong passphrase or an undefined secret still
+ * shows the image); only encrypt.format is checked against the header.
+ */
+static int open_image_opts(const char *arg, const struct imageopts *io,
+                           const struct secret_store *secrets, int flags, struct blk **b,
+                           char **display)
 {
+    struct blk_key key = { secrets, NULL, io->encrypt_format };
+    int ret = blk_open_key(b, io->filename, io->driver, flags, &key);
+
+    if (ret == 0 && io->key_secret && !(*b)->drv->set_key) {
+        ret = err_set(-EINVAL, "Block format '%s' does not support the option "
+                      "'encrypt.key-secret'", (*b)->drv->name);
+        blk_close(*b);
+    }
+    if (ret < 0)
+        return cmd_open_error(arg, ret), -1;
+    *display = imageopts_display_name(io, (*b)->drv->name);
+    if (!*display) {
+        blk_close(*b);
+        return error("%s", strerror(ENOMEM)), -1;
+    }
+    return 0;
+}
+
+static int image_info(const char *filename, const char *fmt, int flags, struct val **out,
+                      char **next, char **next_fmt, const struct imageopts *io,
+                      const struct secret_store *secrets)
+{
+    const char *arg = filename;
+    char *display = NULL;
     struct blk *b;
     struct qfile *file;
     struct qcow2 *q = NULL;
@@ -364,10 +439,16 @@ static int image_info(const char *filename, const char *fmt, int flags, struct v
     int ret;
 
     *out = NULL;
-    ret = blk_open(&b, filename, fmt, BLK_NO_BACKING | flags);
-    if (ret < 0) {
-        cmd_open_error(filename, ret);
-        return -1;
+    if (io) {
+        if (open_image_opts(arg, io, secrets, BLK_NO_BACKING | flags, &b, &display) < 0)
+            return -1;
+        filename = io->filename;
+    } else {
+        ret = blk_open(&b, filename, fmt, BLK_NO_BACKING | flags);
+        if (ret < 0) {
+            cmd_open_error(filename, ret);
+            return -1;
+        }
     }
     if (b->drv == &blk_qcow2_driver) {
         q = b->priv;
@@ -378,7 +459,7 @@ static int image_info(const char *filename, const char *fmt, int flags, struct v
     info = val_new(V_OBJ);
     ret = -ENOMEM;
     /* qemu counts a raw image in 512-byte sectors: a cut last sector is whole */
-    if (!info || !add_str(info, "filename", filename) || !add_str(info, "format", b->drv->name) ||
+    if (!info || !add_str(info, "filename", display ? display : filename) || !add_str(info, "format", b->drv->name) ||
         !add_bool(info, "dirty-flag", q && (q->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)))
         goto fail;
     ret = qfile_actual_size(file, &actual);
@@ -413,9 +494,11 @@ static int image_info(const char *filename, const char *fmt, int flags, struct v
             goto fail;
     }
     blk_close(b);
+    free(display);
     *out = info;
     return 0;
 fail:
+    free(display);
     blk_close(b);
     val_free(info);
     error("%s: %s", filename, err_msg(ret));
@@ -494,7 +577,8 @@ static void print_human(const struct val *info)
 struct info_args {
     char *fmt;
     char *output;
-    bool chain, force_share;
+    bool chain, force_share, image_opts, object_help;
+    struct secret_store secrets;        /* --object secret,... */
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
@@ -506,6 +590,22 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'o': free(a->output); a->output = (char *)arg; break;
     case 'c': a->chain = true; break;
     case 'U': a->force_share = true; break;
+    case 'i': a->image_opts = true; break;
+    case 'O': {
+        const char *text;
+        int ret = 0;
+        if (secret_object_help(arg, &text)) {
+            fputs(text, stdout);
+            a->object_help = true;
+        } else if ((ret = secret_object_add(&a->secrets, arg)) < 0) {
+            error("%s", err_msg(ret));
+        }
+        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
+        free((char *)arg);
+        if (ret < 0)
+            return -1;
+        break;
+    }
     }
     return 0;
 }
@@ -518,6 +618,11 @@ static const struct poptOption info_popt[] = {
       "show every image of the backing chain, from the top down", NULL },
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U',
       "open the image even if another process holds it locked", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret: secret,id=ID,data=STRING or secret,id=ID,file=PATH", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string: driver=qcow2,file.filename=PATH,encrypt.key-secret=ID",
+      NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -536,17 +641,29 @@ int cmd_info(int argc, const char **argv)
         .max_args = -1,
     };
     struct val *list = NULL;
+    struct imageopts io = { 0 };
     char *file = NULL, *fmt = NULL;
     poptContext pc;
     const char **args;
     int nargs, json, rc = 1;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (rc) {
+    if (rc || a.object_help) {
         rc = rc < 0 ? 1 : 0;
         goto out;
     }
     rc = 1;
+    if (a.image_opts && a.fmt) {
+        error("--image-opts and --format are mutually exclusive");
+        goto out;
+    }
+    if (a.image_opts) {
+        int ret = imageopts_parse(args[0], &io);
+        if (ret < 0) {
+            cmd_open_error(args[0], ret);
+            goto out;
+        }
+    }
     if (nargs > 1) {
         error("Expecting one image file name");
         fprintf(stderr, "Try '%s info --help' for more information.\n", qimg_progname);
@@ -571,7 +688,8 @@ int cmd_info(int argc, const char **argv)
                 error("Backing file '%s' creates an infinite loop.", file);
                 goto out;
             }
-        if (image_info(file, fmt, a.force_share ? BLK_NOLOCK : 0, &info, &next, &next_fmt) < 0 ||
+        if (image_info(file, fmt, a.force_share ? BLK_NOLOCK : 0, &info, &next, &next_fmt,
+                       a.image_opts && !list->n ? &io : NULL, &a.secrets) < 0 ||
             !val_add(list, NULL, info)) {
             free(next);
             free(next_fmt);
@@ -600,6 +718,8 @@ int cmd_info(int argc, const char **argv)
     }
     rc = 0;
 out:
+    imageopts_free(&io);
+    secret_store_free(&a.secrets);
     free(file);
     free(fmt);
     free(a.fmt);

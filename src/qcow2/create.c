@@ -57,6 +57,7 @@ struct sim {
     uint64_t *l1;               /* only with preallocation */
     uint64_t l1_size, l1_off;
     uint64_t file_len;          /* the file's length as qemu's writes leave it */
+    uint64_t crypto_off;        /* LUKS header area, 0: none */
     uint8_t *buf;               /* one cluster of scratch */
 };
 
@@ -713,12 +714,38 @@ static int build_header(struct sim *s, uint8_t *buf)
         m.h.incompatible_features |= QCOW2_INCOMPAT_EXTL2;
     m.backing_file = (char *)o->backing_file;
     m.backing_fmt = (char *)o->backing_fmt;
+    m.h.crypt_method = o->crypt_method;
+    if (o->crypt_method == QCOW_CRYPT_LUKS) {
+        m.has_crypto_ext = true;
+        m.crypto_offset = s->crypto_off;
+        m.crypto_length = o->crypto_len;
+    }
     ret = qcow2_header_build(&m, buf, s->cs);
     if (ret < 0)
         return err_set(ret, "Could not assign backing file '%s' with format '%s': %s",
                        o->backing_file, o->backing_fmt ? o->backing_fmt : "(null)",
                        strerror(-ret));
     return 0;
+}
+
+/* qemu's qcow2_crypto_hdr_init_func(): the LUKS header area, zero-padded
+ * to whole clusters, allocated after the L1 table. */
+static int luks_area(struct sim *s)
+{
+    const struct qcow2_create_opts *o = s->o;
+    int64_t off;
+    int ret;
+
+    if (!o->crypto_len || !o->crypto_hdr)
+        return err_set(-EINVAL, "a LUKS image needs a header");
+    off = alloc_clusters(s, o->crypto_len);
+    if (off < 0)
+        return (int)off;
+    s->crypto_off = (uint64_t)off;
+    ret = sim_write(s, s->crypto_off, o->crypto_hdr, o->crypto_len);
+    if (ret == 0 && o->crypto_len % s->cs)
+        ret = write_zeroes(s, s->crypto_off + o->crypto_len, s->cs - o->crypto_len % s->cs);
+    return ret;
 }
 
 static int sim_run(struct sim *s)
@@ -751,6 +778,8 @@ static int sim_run(struct sim *s)
         return ret;
 
     ret = grow_l1(s);
+    if (ret == 0 && o->crypt_method == QCOW_CRYPT_LUKS)
+        ret = luks_area(s);
     if (ret == 0 && o->size) {
         if (o->prealloc == QCOW2_PREALLOC_METADATA)
             ret = prealloc_metadata(s);

@@ -4,7 +4,8 @@
  * The layout is the one qemu-img 7.2 writes for the same options, byte for
  * byte: header cluster, refcount table at cluster 1, first refcount block at
  * cluster 2, L1 table from cluster 3, and whatever refcount blocks, tables
- * and (with preallocation) L2 tables qemu's allocator would add after them.
+ * and (with preallocation) L2 tables qemu's allocator would add after them;
+ * a LUKS header area comes right after the L1 table.
  */
 #ifndef QIMG_QCOW2_CREATE_H
 #define QIMG_QCOW2_CREATE_H
@@ -31,6 +32,12 @@ struct qcow2_create_opts {
     const char *backing_file;   /* NULL: none */
     const char *backing_fmt;    /* NULL: none */
     bool nocow;                 /* ask the file system not to copy on write */
+    /* Encryption: QCOW_CRYPT_NONE, _AES (nothing on disk but the header
+     * field) or _LUKS: crypto_len bytes of LUKS header area (luks_create)
+     * placed after the L1 table, in whole clusters, as qemu places it. */
+    unsigned crypt_method;
+    const uint8_t *crypto_hdr;
+    size_t crypto_len;
 };
 
 /*

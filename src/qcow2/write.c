@@ -15,6 +15,10 @@
  * on every write (in the same order as without lazy refcounts), so there is
  * nothing for a later check to rebuild and the bit is never set here.
  *
+ * Encrypted images: guest data goes through qcow2_crypto_write() (the COW
+ * head and tail first, so the data's edge sectors merge with them);
+ * compressed writes are refused, as qemu refuses them.
+ *
  * Must not: read guest data other than for copy-on-write (cluster.c), touch
  * the header, or write metadata without the overlap check.
  */
@@ -23,6 +27,7 @@
 
 #include "../block/block.h"
 #include "bitmap.h"
+#include "crypto.h"
 #include "datapath.h"
 #include "qcow2.h"
 
@@ -249,7 +254,9 @@ static int cow_read(struct qcow2 *q, uint64_t off, uint8_t *buf, uint64_t len)
     return n ? qcow2_read(q, off, buf, n) : 0;
 }
 
-static int data_write(struct qcow2 *q, uint64_t host, const void *buf, uint64_t len)
+/* Guest bytes at guest go to host: encrypted when the image is (crypto.h). */
+static int data_write(struct qcow2 *q, uint64_t guest, uint64_t host, const void *buf,
+                      uint64_t len)
 {
     int hit = qcow2_overlap_check(q, 0, host, len);
 
@@ -257,6 +264,8 @@ static int data_write(struct qcow2 *q, uint64_t host, const void *buf, uint64_t 
         return qcow2_signal_corruption(q, "Preventing invalid write of guest data on "
                                        "metadata at host offset %#llx",
                                        (unsigned long long)host);
+    if (q->meta.h.crypt_method)
+        return qcow2_crypto_write(q, guest, host, buf, len);
     return qfile_pwrite(q->data_file, buf, len, host);
 }
 
@@ -278,19 +287,19 @@ static int write_run(struct qcow2 *q, uint64_t pos, uint64_t end, const uint8_t 
         if (pos > c0) {
             ret = cow_read(q, c0, *bounce, pos - c0);
             if (ret == 0)
-                ret = data_write(q, host, *bounce, pos - c0);
+                ret = data_write(q, c0, host, *bounce, pos - c0);
             if (ret < 0)
                 return ret;
         }
         if (cend > end) {
             ret = cow_read(q, end, *bounce, cend - end);
             if (ret == 0)
-                ret = data_write(q, host + (end - c0), *bounce, cend - end);
+                ret = data_write(q, end, host + (end - c0), *bounce, cend - end);
             if (ret < 0)
                 return ret;
         }
     }
-    return data_write(q, host + (pos - c0), data, end - pos);
+    return data_write(q, pos, host + (pos - c0), data, end - pos);
 }
 
 /* Write [off, off+n), which lies inside one L2 table's range. */
@@ -564,7 +573,7 @@ static int write_packed(struct qcow2 *q, uint64_t off, const struct qcow2_zclust
             goto out;
         }
         if (run_len && (uint64_t)h != run_host + run_len) {
-            ret = data_write(q, run_host, stage, run_len);
+            ret = data_write(q, 0, run_host, stage, run_len);
             if (ret < 0)
                 goto out;
             run_len = 0;
@@ -577,7 +586,7 @@ static int write_packed(struct qcow2 *q, uint64_t off, const struct qcow2_zclust
         ent[k - k0] = QCOW_OFLAG_COMPRESSED | nsec << shift | (uint64_t)h;
     }
     if (run_len)
-        ret = data_write(q, run_host, stage, run_len);
+        ret = data_write(q, 0, run_host, stage, run_len);
     if (ret < 0)
         goto out;
     ret = l2_for_write(q, off + k0 * cs, &l2);
@@ -611,6 +620,8 @@ int qcow2_write_compressed_run(struct qcow2 *q, uint64_t off, const struct qcow2
         ret = qcow2_bitmaps_note_write(q, off, (uint64_t)n * cs);
     if (ret < 0)
         return ret;
+    if (q->meta.h.crypt_method)
+        return err_set(-ENOTSUP, "Compression and encryption not supported at the same time");
     if (off & (cs - 1))
         return err_set(-EINVAL, "compressed write at unaligned offset %#llx",
                        (unsigned long long)off);
@@ -655,6 +666,8 @@ int qcow2_write_compressed(struct qcow2 *q, uint64_t off, const void *buf, size_
     ret = check_writable(q);
     if (ret < 0)
         return ret;
+    if (q->meta.h.crypt_method)
+        return err_set(-ENOTSUP, "Compression and encryption not supported at the same time");
     if ((off & (cs - 1)) || !len || len > cs ||
         (len < cs && off + len != q->meta.h.size) || off + len > q->meta.h.size)
         return err_set(-EINVAL, "a compressed write must cover exactly one cluster "

@@ -18,6 +18,9 @@
  *   crypt write IMAGE SECRET OFFSET BYTE LEN
  *       write LEN bytes of BYTE at guest OFFSET through qcow2_crypto_write;
  *       the clusters must already be allocated (by qemu-io)
+ *   crypt pwrite IMAGE SECRET OFFSET BYTE LEN
+ *       the same through the block layer's write path (qcow2_write): new
+ *       clusters are allocated, their untouched parts copied on write
  *   crypt info IMAGE
  *       the LUKS header as JSON, with qemu-img info's key names
  *   crypt fuzz IMAGE SECRET ROUNDS SEED
@@ -354,6 +357,33 @@ static int do_fuzz(const char *image, const char *secret, long rounds, unsigned 
     return 0;
 }
 
+static int do_pwrite(const char *image, const char *secret, uint64_t off, int byte,
+                     size_t len)
+{
+    struct secret one = { "k", (uint8_t *)secret, strlen(secret) };
+    struct secret_store ss = { &one, 1 };
+    struct blk_key key = { &ss, "k", NULL };
+    uint8_t *buf = malloc(len ? len : 1);
+    struct blk *b;
+    int ret;
+
+    if (!buf)
+        return 1;
+    memset(buf, byte, len);
+    ret = blk_open_key(&b, image, NULL, BLK_RDWR | BLK_NEED_KEY, &key);
+    if (ret < 0) {
+        free(buf);
+        return cmd_open_error(image, ret);
+    }
+    ret = blk_write(b, off, buf, len);
+    if (ret < 0)
+        error("pwrite: %s", err_msg(ret));
+    free(buf);
+    if (blk_close(b) < 0 && ret == 0)
+        ret = -EIO;
+    return ret < 0;
+}
+
 int main(int argc, char **argv)
 {
     qimg_progname = "crypt";
@@ -363,6 +393,9 @@ int main(int argc, char **argv)
         return do_make_luks(argv[2], argv[3], argc > 4 ? argv[4] : NULL);
     if (argc == 7 && !strcmp(argv[1], "write"))
         return do_write(argv[2], argv[3], strtoull(argv[4], NULL, 0),
+                         (int)strtol(argv[5], NULL, 0), strtoul(argv[6], NULL, 0));
+    if (argc == 7 && !strcmp(argv[1], "pwrite"))
+        return do_pwrite(argv[2], argv[3], strtoull(argv[4], NULL, 0),
                          (int)strtol(argv[5], NULL, 0), strtoul(argv[6], NULL, 0));
     if (argc == 6 && !strcmp(argv[1], "fuzz"))
         return do_fuzz(argv[2], argv[3], strtol(argv[4], NULL, 0),
@@ -375,6 +408,6 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "usage: crypt IMAGE SECRET OUT.raw | read [--object O]... "
             "[--image-opts] NAME OUT | make-luks IMAGE SECRET [OPTS] | "
-            "write IMAGE SECRET OFF BYTE LEN | info IMAGE | fuzz IMAGE SECRET N SEED\n");
+            "write|pwrite IMAGE SECRET OFF BYTE LEN | info IMAGE | fuzz IMAGE SECRET N SEED\n");
     return 2;
 }

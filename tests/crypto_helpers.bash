@@ -1,0 +1,78 @@
+# crypto_helpers.bash - what crypto.bats and encrypted.bats share: qemu-made
+# encrypted images, qemu-io and qemu-img convert with a secret, and the
+# offsets of the LUKS header inside an image.
+
+# qemu-img create for LUKS measures PBKDF2 speed and, on a busy machine,
+# now and then fails with "Unable to get accurate CPU usage": try again.
+qcreate() {
+    local i
+    for i in 1 2 3 4; do
+        qemu-img create -q -f qcow2 "$@" 2>qcreate.err && return 0
+        grep -q 'accurate CPU usage' qcreate.err || { cat qcreate.err >&2; return 1; }
+    done
+    return 1
+}
+
+# qio IMAGE PASS CMD...: qemu-io on an encrypted image.
+qio() {
+    local img=$1 pass=$2
+    shift 2
+    local args=()
+    for c in "$@"; do args+=(-c "$c"); done
+    qemu-io --object "secret,id=sec0,data=$pass" \
+        --image-opts "driver=qcow2,file.filename=$img,encrypt.key-secret=sec0" "${args[@]}"
+}
+
+# qconvert IMAGE PASS OUT: qemu-img's view of the guest disk.
+qconvert() {
+    qemu-img convert --object "secret,id=sec0,data=$2" \
+        --image-opts "driver=qcow2,file.filename=$1,encrypt.key-secret=sec0" -O raw "$3"
+}
+
+# fill IMAGE PASS: random data from a pattern file, plus qemu-io writes at
+# unaligned offsets (qemu does read-modify-write of the sectors around them).
+fill() {
+    make_pattern pat.raw 1
+    qemu-img convert -n --object "secret,id=sec0,data=$2" -f raw pat.raw \
+        --target-image-opts "driver=qcow2,file.filename=$1,encrypt.key-secret=sec0"
+    qio "$1" "$2" 'write -P 0x5a 1234 70000' 'write -P 0x33 2100000 100k' \
+        'write -z 3M 64k' 'write -P 0x11 4193792 512' >/dev/null
+}
+
+# luks_image NAME PASS [EXTRA -o]: a qemu-made LUKS image of 4 MiB.
+luks_image() {
+    qcreate --object "secret,id=sec0,data=$2" \
+        -o "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10${3:+,$3}" "$1" 4M
+}
+
+# Byte offset of the LUKS header (the crypto header extension's pointer).
+luks_offset() {
+    local off len type hl
+    hl=$(peek_be32 "$1" 100)
+    off=$hl
+    while :; do
+        type=$(peek_be32 "$1" "$off")
+        len=$(peek_be32 "$1" $((off + 4)))
+        [ "$type" = 0 ] && return 1
+        if [ "$type" = $((0x0537be77)) ]; then
+            peek_be64 "$1" $((off + 8))
+            return 0
+        fi
+        off=$((off + 8 + (len + 7) / 8 * 8))
+    done
+}
+ext_field() {      # offset of the crypto extension's data (offset, length)
+    local hl off type len
+    hl=$(peek_be32 "$1" 100)
+    off=$hl
+    while :; do
+        type=$(peek_be32 "$1" "$off")
+        len=$(peek_be32 "$1" $((off + 4)))
+        [ "$type" = $((0x0537be77)) ] && { echo $((off + 8)); return 0; }
+        [ "$type" = 0 ] && return 1
+        off=$((off + 8 + (len + 7) / 8 * 8))
+    done
+}
+
+# IO IMAGE: the --image-opts string that opens IMAGE with secret sec0.
+io() { echo "driver=qcow2,file.filename=$1,encrypt.key-secret=sec0"; }
