@@ -33,7 +33,7 @@ void cmd_print_help(const struct cmd_spec *spec, FILE *f)
 int cmd_parse(const struct cmd_spec *spec, int argc, const char **argv,
               poptContext *pc, const char ***args, int *nargs)
 {
-    poptContext ctx = poptGetContext(spec->name, argc, argv, spec->opts, POPT_CONTEXT_POSIXMEHARDER);
+    poptContext ctx = poptGetContext(spec->name, argc, argv, spec->opts, 0);
     const char **left;
     int rc, n = 0;
 
