@@ -167,6 +167,20 @@ Run 'qimg repair bad.qcow2' to repair the image ('qimg check bad.qcow2' shows wh
     run -0 qemu-img check bad.qcow2
 }
 
+@test "checking a dirty image says why its refcounts look wrong, and what to run" {
+    qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 4M
+    # A writer that dies: the dirty bit stays, the refcounts lag behind.
+    (ulimit -c 0; qemu-io -c 'write 0 1M' -c abort lazy.qcow2) >/dev/null 2>&1 || true
+    run -2 --separate-stderr qemu-img check lazy.qcow2
+    local want=$output
+    run -2 --separate-stderr qimg check lazy.qcow2
+    assert_equal "$output" "$want"
+    assert_equal "${stderr##*$'\n'}" "Note: 'lazy.qcow2' is marked dirty (it was not closed cleanly, and its refcounts may lag behind): run 'qimg repair lazy.qcow2' to bring them up to date."
+    run -0 qimg repair -q lazy.qcow2
+    run -0 --separate-stderr qimg check lazy.qcow2
+    assert_equal "$stderr" ""
+}
+
 @test "qimg's own refusals say what to do" {
     qemu-img snapshot -c s1 ok.qcow2
     qimg_error "Could not create snapshot 's1': a snapshot named 's1' already exists (id 1); add --force to use the name anyway" \

@@ -189,6 +189,15 @@ int check_run(const struct check_args *a)
         else
             print_human(&r, a->quiet);
     }
+    if (!writes && ret == 0 && (r.corruptions || r.leaks) && !a->quiet && !a->json &&
+        (((struct qcow2 *)b->priv)->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        /* qemu-img says nothing, and the findings look like damage. */
+        fflush(stdout);
+        fprintf(stderr, "Note: '%s' is marked dirty (it was not closed cleanly, and its "
+                "refcounts may lag behind): run '%s repair %s' to bring them up to date.\n",
+                a->file, qimg_progname, a->file);
+        fflush(stderr);
+    }
     rc = blk_close(b);
     if (ret < 0) {
         char msg[600];
