@@ -142,15 +142,14 @@ hold_lock() {
 Is another process using the image [ok.qcow2]?" repair ok.qcow2
 }
 
-@test "a corrupt image is refused for writing with qemu-img's line, then told to run repair" {
+@test "a corrupt image is refused for writing in qemu-img's words, and told to run repair" {
     qemu-img create -q -f qcow2 bad.qcow2 4M
     poke bad.qcow2 79 02      # incompatible feature bit 1: corrupt
-    local hint="Run 'qimg repair bad.qcow2' to repair the image ('qimg check bad.qcow2' shows what is wrong)."
     for args in "snapshot -c s1" "snapshot -a s1" "amend -o lazy_refcounts=on"; do
         errtext qemu-img qemu-img $args bad.qcow2
-        qimg_error "$TEXT"$'\n'"$hint" $args bad.qcow2
+        qimg_error "$TEXT; run 'qimg repair bad.qcow2' to repair it" $args bad.qcow2
     done
-    # Reading is fine, as with qemu-img; and the hint is right.
+    # Reading is fine, as with qemu-img; and the advice is right.
     run -0 qimg info bad.qcow2
     run -0 qimg repair -q bad.qcow2
     run -0 qimg snapshot -c s1 bad.qcow2
@@ -159,8 +158,8 @@ Is another process using the image [ok.qcow2]?" repair ok.qcow2
 @test "metadata that cannot be opened points to repair, which fixes it" {
     qemu-img create -q -f qcow2 bad.qcow2 1M
     poke_be64 bad.qcow2 40 0x10000000      # the L1 table, past the end
-    qimg_error "Could not open 'bad.qcow2': Active L1 table at offset 0x10000000 (8 bytes) lies past the end of the file
-Run 'qimg repair bad.qcow2' to repair the image ('qimg check bad.qcow2' shows what is wrong)." info bad.qcow2
+    qimg_error "Could not open 'bad.qcow2': Active L1 table at offset 0x10000000 (8 bytes) lies past the end of the file; run 'qimg repair bad.qcow2' to repair it" \
+        info bad.qcow2
     run -2 qimg check bad.qcow2
     run -0 qimg repair bad.qcow2
     run -0 qimg info bad.qcow2

@@ -88,31 +88,28 @@ void cmd_done(poptContext pc)
         poptFreeContext(pc);
 }
 
-/* What to do about an image the engine found damaged: qemu-img's line,
- * then the next step on a line of its own (as qemu-img's lock hint). */
-static void repair_hint(const char *file, int code)
+/* Is code (with its message) about an image the engine found damaged? */
+static bool is_damage(int code)
 {
     const char *m = err_has_msg(code) ? err_msg(code) : "";
 
-    if (code == -QIMG_ECORRUPT || strstr(m, "Image is corrupt") ||
-        !strncmp(m, "Could not repair dirty image", 28))
-        fprintf(stderr, "Run '%s repair %s' to repair the image ('%s check %s' shows "
-                "what is wrong).\n", qimg_progname, file, qimg_progname, file);
+    return code == -QIMG_ECORRUPT || strstr(m, "Image is corrupt") ||
+           !strncmp(m, "Could not repair dirty image", 28);
 }
 
 int cmd_open_error(const char *file, int code)
 {
-    int ret;
-
     if (code == -EISDIR && !err_has_msg(code))
         return error("Could not open '%s': 'file' driver requires '%s' to be a regular file",
                      file, file);
     /* qemu-img names the file twice when the system call itself failed. */
     if (!err_has_msg(code))
         return error("Could not open '%s': Could not open '%s': %s", file, file, err_msg(code));
-    ret = error("Could not open '%s': %s", file, err_msg(code));
-    repair_hint(file, code);
-    return ret;
+    /* Errors are one line: qemu-img's words, then what to do. */
+    if (is_damage(code))
+        return error("Could not open '%s': %s; run '%s repair %s' to repair it", file,
+                     err_msg(code), qimg_progname, file);
+    return error("Could not open '%s': %s", file, err_msg(code));
 }
 
 int cmd_output_format(const char *s)
