@@ -88,13 +88,15 @@ void cmd_done(poptContext pc)
         poptFreeContext(pc);
 }
 
-/* Is code (with its message) about an image the engine found damaged? */
-static bool is_damage(int code)
+/* Would repair help? The corrupt bit, a dirty image that could not be
+ * repaired on open, or a table the checker rebuilds (L1, refcount and
+ * snapshot tables; not, say, an encryption header). */
+static bool repair_helps(int code)
 {
     const char *m = err_has_msg(code) ? err_msg(code) : "";
 
-    return code == -QIMG_ECORRUPT || strstr(m, "Image is corrupt") ||
-           !strncmp(m, "Could not repair dirty image", 28);
+    return strstr(m, "Image is corrupt") || !strncmp(m, "Could not repair dirty image", 28) ||
+           (code == -QIMG_ECORRUPT && strstr(m, " table"));
 }
 
 int cmd_open_error(const char *file, int code)
@@ -106,7 +108,7 @@ int cmd_open_error(const char *file, int code)
     if (!err_has_msg(code))
         return error("Could not open '%s': Could not open '%s': %s", file, file, err_msg(code));
     /* Errors are one line: qemu-img's words, then what to do. */
-    if (is_damage(code))
+    if (repair_helps(code))
         return error("Could not open '%s': %s; run '%s repair %s' to repair it", file,
                      err_msg(code), qimg_progname, file);
     return error("Could not open '%s': %s", file, err_msg(code));
