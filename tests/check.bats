@@ -208,3 +208,39 @@ Image end offset: 262144"
     run -0 qimg help check
     assert_line --index 0 "usage: qimg check [-q] [-f fmt] [--output=human|json] [-r leaks|all] [--deep] FILE"
 }
+
+# What a terminal shows of tty output: CRLF to LF, and of each line only
+# what the last carriage return left (the progress line is redrawn in place).
+on_screen() { sed 's/\r*$//; s/.*\r//'; }
+
+@test "-p draws one progress line on a terminal, which ends at 100% before the summary" {
+    command -v script >/dev/null || skip "script is not installed"
+    mk_snapshot img.qcow2
+    qimg check img.qcow2 >plain.out
+    run -0 script -qec "$QIMG_BIN check -p img.qcow2" /dev/null
+    # Drawn in place: the line is rewritten with carriage returns, never a newline.
+    [[ $output == *"    (0.00/100%)"*$'\r'*"    (100.00/100%)"* ]]
+    on_screen <<<"$output" >screen.out
+    run -0 head -n 1 screen.out
+    assert_output --regexp '^    \(100\.00/100%\)( .*(in all))? *$'
+    tail -n +2 screen.out | diff plain.out -
+    # The percentages only go up.
+    grep -oE '\(([0-9.]+)/100%\)' <<<"$output" | tr -d '(' | cut -d/ -f1 | sort -c -n
+    run -0 script -qec "$QIMG_BIN check -q -p img.qcow2" /dev/null
+    assert_output ""
+}
+
+@test "-p draws nothing when stderr is not a terminal, unless QIMG_PROGRESS=always" {
+    mk_image img.qcow2
+    qimg check img.qcow2 >plain.out
+    run -0 --separate-stderr qimg check -p img.qcow2
+    assert_equal "$stderr" ""
+    diff plain.out <(printf '%s\n' "$output")
+    run -0 --separate-stderr env QIMG_PROGRESS=always "$QIMG_BIN" check -p img.qcow2
+    [[ $stderr == *"(0.00/100%)"$'\r'*"(100.00/100%)"* ]]
+    diff plain.out <(printf '%s\n' "$output")
+    run -0 --separate-stderr env QIMG_PROGRESS=always "$QIMG_BIN" check img.qcow2
+    assert_equal "$stderr" ""
+    run -0 qimg check --help
+    assert_line --regexp '^  -p, --progress +show a progress bar'
+}

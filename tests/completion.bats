@@ -378,6 +378,10 @@ EOF
     ./qimg create --help >/dev/null 2>&1 || skip "qimg create is not built yet"
     complete_line "./qimg create -"
     assert_offers -q -f -o --help
+    complete_line "./qimg check -"
+    assert_offers -p --progress -r --deep
+    complete_line "./qimg repair --p"
+    assert_reply --progress
 }
 
 @test "the zsh completion parses" {

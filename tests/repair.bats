@@ -203,3 +203,34 @@ kill_and_repair() {
     repair_and_verify img.qcow2
     [ "$(peek_be32 img.qcow2 56)" -eq 1 ]
 }
+
+@test "repair -p prints the findings above one progress line that ends cleanly" {
+    command -v script >/dev/null || skip "script is not installed"
+    mk_image img.qcow2
+    corrupt_zero_data_refcount img.qcow2
+    cp img.qcow2 plain.qcow2
+    qimg repair plain.qcow2 >plain.out 2>plain.err
+    run -0 script -qec "$QIMG_BIN repair -p img.qcow2" /dev/null
+    # What the terminal shows: the findings, the report, the finished bar, the summary.
+    sed 's/\r*$//; s/.*\r//' <<<"$output" | grep -v '^ *$' >screen.out
+    grep -v '^ *$' plain.err >want
+    grep -v '^ *$' plain.out | sed '/^Double checking/q' >>want
+    grep -v '^ *$' plain.out | sed '1,/^Double checking/d' >tail.want
+    head -n "$(wc -l <want)" screen.out | diff want -
+    sed -n "$(($(wc -l <want) + 1))p" screen.out | grep -qE '^    \(100\.00/100%\)'
+    tail -n +"$(($(wc -l <want) + 2))" screen.out | diff tail.want -
+    # One line over the repair and the double check: the percentages only go up.
+    grep -oE '\(([0-9.]+)/100%\)' <<<"$output" | tr -d '(' | cut -d/ -f1 | sort -c -n
+    run -0 qemu-img check img.qcow2
+}
+
+@test "repair -p without a terminal prints what repair prints" {
+    mk_image img.qcow2
+    corrupt_leak_tail img.qcow2
+    cp img.qcow2 plain.qcow2
+    qimg repair plain.qcow2 >plain.out 2>plain.err
+    run -0 --separate-stderr qimg repair -p img.qcow2
+    diff plain.err <(printf '%s' "$stderr"; [ -z "$stderr" ] || echo)
+    diff plain.out <(printf '%s\n' "$output")
+    cmp plain.qcow2 img.qcow2
+}

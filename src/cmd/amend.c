@@ -364,7 +364,7 @@ int cmd_amend(int argc, const char **argv)
     if (check_syntax(&o) || check_values(&o, q, &ao))
         goto out;
     ao.force = force;
-    progress_init(&prog, progress && !quiet);
+    progress_init_percent(&prog, progress && !quiet);
     ao.progress = show_progress;
     ao.opaque = &prog;
     ret = qcow2_amend(q, &ao);

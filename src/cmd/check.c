@@ -15,11 +15,54 @@
 #include "check_run.h"
 #include "cmd.h"
 
+/*
+ * One progress line for the whole command. A repair is followed by a
+ * second check, which costs about what the first pass did: the first pass
+ * fills the first half of the line, and the second the rest.
+ */
+struct bar {
+    struct progress p;
+    uint64_t base;              /* bytes of the passes before this one */
+    uint64_t last;              /* the total of this pass, so far */
+    bool halve;                 /* a second check will follow */
+};
+
+/* The checker counts bytes of metadata; util's progress line draws them. */
+static void show_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct bar *b = opaque;
+
+    b->last = total;
+    progress_update(&b->p, b->base + done, b->base + total * (b->halve ? 2 : 1));
+}
+
+/* A finding; opaque is the progress line, which it takes the place of. */
 static void report_line(void *opaque, const char *line)
 {
-    (void)opaque;
+    if (opaque)
+        progress_clear(&((struct bar *)opaque)->p);
     fputs(line, stderr);
     fputc('\n', stderr);
+}
+
+/* One pass of the checker, drawing the progress line when it is on. */
+static int run_checker(struct qcow2 *q, const struct qcow2_check_opts *o,
+                       struct qcow2_check_result *r, struct bar *b)
+{
+    struct qcow2_check_opts po = *o;
+    int ret;
+
+    if (b->p.on) {
+        po.progress = show_progress;
+        po.progress_opaque = b;
+        po.opaque = b;
+    }
+    b->last = 0;
+    ret = qcow2_check(q, &po, r);
+    fflush(stderr);     /* the findings, before anything on stdout */
+    b->base += b->last;
+    b->halve = false;
+    return ret;
 }
 
 static void print_human(const struct qcow2_check_result *r, bool quiet)
@@ -90,7 +133,8 @@ int check_run(const struct check_args *a)
     struct qcow2_check_opts o = { .fix = a->fix, .dry_run = a->dry_run, .deep = a->deep,
                                   .report = report_line };
     struct qcow2_check_result r, again;
-    bool writes = a->fix && !a->dry_run;
+    struct bar bar = { .base = 0 };
+    bool writes = a->fix && !a->dry_run, repaired;
     struct blk *b;
     int flags = BLK_CHECK | BLK_NO_BACKING, ret, rc;
 
@@ -112,23 +156,29 @@ int check_run(const struct check_args *a)
 
     /* Findings can be millions of lines: buffer them, flush before the summary. */
     setvbuf(stderr, NULL, _IOFBF, 1 << 16);
-    ret = qcow2_check(b->priv, &o, &r);
-    fflush(stderr);
-    if (ret == 0 && writes && (r.leaks_fixed || r.corruptions_fixed) && !r.check_errors) {
+    progress_init(&bar.p, a->progress && !a->quiet);
+    bar.halve = writes;
+    ret = run_checker(b->priv, &o, &r, &bar);
+    repaired = ret == 0 && writes && (r.leaks_fixed || r.corruptions_fixed) && !r.check_errors;
+    if (repaired) {
         /* As qemu-img: say what was repaired, then check again. */
-        if (!a->json && !a->quiet)
+        progress_clear(&bar.p);
+        if (!a->json && !a->quiet) {
             printf("The following inconsistencies were found and repaired:\n\n"
                    "    %llu leaked clusters\n    %llu corruptions\n\n"
                    "Double checking the fixed image now...\n",
                    (unsigned long long)r.leaks_fixed, (unsigned long long)r.corruptions_fixed);
+            fflush(stdout);
+        }
         o.fix = 0;
-        ret = qcow2_check(b->priv, &o, &again);
-        fflush(stderr);
+        ret = run_checker(b->priv, &o, &again, &bar);
         again.leaks_fixed = r.leaks_fixed;
         again.corruptions_fixed = r.corruptions_fixed;
         r = again;
-    } else if (ret == 0 && a->dry_run && (r.leaks_fixable || r.corruptions_fixable) &&
-               !a->json && !a->quiet) {
+    }
+    progress_end(&bar.p);
+    if (!repaired && ret == 0 && a->dry_run && (r.leaks_fixable || r.corruptions_fixable) &&
+        !a->json && !a->quiet) {
         printf("The following inconsistencies would be repaired (dry run, nothing was "
                "written):\n\n    %llu leaked clusters\n    %llu corruptions\n",
                (unsigned long long)r.leaks_fixable, (unsigned long long)r.corruptions_fixable);
@@ -138,6 +188,15 @@ int check_run(const struct check_args *a)
             print_json(&r, a->file, a->quiet);
         else
             print_human(&r, a->quiet);
+    }
+    if (!writes && ret == 0 && (r.corruptions || r.leaks) && !a->quiet && !a->json &&
+        (((struct qcow2 *)b->priv)->meta.h.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+        /* qemu-img says nothing, and the findings look like damage. */
+        fflush(stdout);
+        fprintf(stderr, "Note: '%s' is marked dirty (it was not closed cleanly, and its "
+                "refcounts may lag behind): run '%s repair %s' to bring them up to date.\n",
+                a->file, qimg_progname, a->file);
+        fflush(stderr);
     }
     rc = blk_close(b);
     if (ret < 0) {
@@ -154,7 +213,7 @@ int check_run(const struct check_args *a)
     return r.leaks ? 3 : 0;
 }
 
-enum { OPT_QUIET = 1, OPT_FORMAT, OPT_OUTPUT, OPT_REPAIR, OPT_DEEP, OPT_SHARE };
+enum { OPT_QUIET = 1, OPT_FORMAT, OPT_OUTPUT, OPT_REPAIR, OPT_DEEP, OPT_SHARE, OPT_PROGRESS };
 
 static int on_opt(int val, const char *arg, void *ctx)
 {
@@ -182,6 +241,7 @@ static int on_opt(int val, const char *arg, void *ctx)
         break;
     case OPT_DEEP: a->deep = true; break;
     case OPT_SHARE: a->force_share = true; break;
+    case OPT_PROGRESS: a->progress = true; break;
     }
     return 0;
 }
@@ -200,6 +260,8 @@ int cmd_check(int argc, const char **argv)
           "also read every data cluster and decompress every compressed one", NULL },
         { "force-share", 'U', POPT_ARG_NONE, NULL, OPT_SHARE,
           "open the image even if another process holds it (read-only)", NULL },
+        { "progress", 'p', POPT_ARG_NONE, NULL, OPT_PROGRESS,
+          "show a progress bar on stderr (when it is a terminal)", NULL },
         QIMG_POPT_HELP,
         POPT_TABLEEND
     };

@@ -17,6 +17,7 @@ struct check_args {
     bool dry_run;
     bool deep;
     bool force_share;
+    bool progress;              /* -p: the progress line on stderr */
 };
 
 /* Exit code as qemu-img check: 0, 1, 2, 3 or 63. */

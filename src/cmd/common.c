@@ -88,6 +88,17 @@ void cmd_done(poptContext pc)
         poptFreeContext(pc);
 }
 
+/* Would repair help? The corrupt bit, a dirty image that could not be
+ * repaired on open, or a table the checker rebuilds (L1, refcount and
+ * snapshot tables; not, say, an encryption header). */
+static bool repair_helps(int code)
+{
+    const char *m = err_has_msg(code) ? err_msg(code) : "";
+
+    return strstr(m, "Image is corrupt") || !strncmp(m, "Could not repair dirty image", 28) ||
+           (code == -QIMG_ECORRUPT && strstr(m, " table"));
+}
+
 int cmd_open_error(const char *file, int code)
 {
     if (code == -EISDIR && !err_has_msg(code))
@@ -96,6 +107,10 @@ int cmd_open_error(const char *file, int code)
     /* qemu-img names the file twice when the system call itself failed. */
     if (!err_has_msg(code))
         return error("Could not open '%s': Could not open '%s': %s", file, file, err_msg(code));
+    /* Errors are one line: qemu-img's words, then what to do. */
+    if (repair_helps(code))
+        return error("Could not open '%s': %s; run '%s repair %s' to repair it", file,
+                     err_msg(code), qimg_progname, file);
     return error("Could not open '%s': %s", file, err_msg(code));
 }
 

@@ -9,7 +9,7 @@
 #include "check_run.h"
 #include "cmd.h"
 
-enum { OPT_QUIET = 1, OPT_FORMAT, OPT_OUTPUT, OPT_LEAKS, OPT_DRY };
+enum { OPT_QUIET = 1, OPT_FORMAT, OPT_OUTPUT, OPT_LEAKS, OPT_DRY, OPT_PROGRESS };
 
 static int on_opt(int val, const char *arg, void *ctx)
 {
@@ -27,6 +27,7 @@ static int on_opt(int val, const char *arg, void *ctx)
     }
     case OPT_LEAKS: a->fix = QCOW2_FIX_LEAKS; break;
     case OPT_DRY: a->dry_run = true; break;
+    case OPT_PROGRESS: a->progress = true; break;
     }
     return 0;
 }
@@ -43,6 +44,8 @@ int cmd_repair(int argc, const char **argv)
           "repair only leaked clusters (check -r leaks)", NULL },
         { "dry-run", 0, POPT_ARG_NONE, NULL, OPT_DRY,
           "report what would be repaired, write nothing", NULL },
+        { "progress", 'p', POPT_ARG_NONE, NULL, OPT_PROGRESS,
+          "show a progress bar on stderr (when it is a terminal)", NULL },
         QIMG_POPT_HELP,
         POPT_TABLEEND
     };

@@ -366,6 +366,16 @@ int begin_writes(struct chk *c)
     return 0;
 }
 
+void check_progress(struct chk *c, uint64_t done, uint64_t total)
+{
+    uint64_t cs = c->q->cluster_size;
+
+    c->pdone += done;
+    c->ptotal += total;
+    if (c->o->progress)
+        c->o->progress(c->o->progress_opaque, c->pdone * cs, MAX(c->pdone, c->ptotal) * cs);
+}
+
 int check_io_error(struct chk *c, int ret, const char *what, uint64_t off)
 {
     struct pctx p = { .gsn = -1 };
@@ -519,6 +529,7 @@ static int pass_compare(struct chk *c, uint64_t *highest)
         ret = block_get(c, bi, &blk, &cached);
         if (ret < 0)
             return ret;
+        check_progress(c, 1, 0);
         for (uint64_t k = bi * per; k < end; k++) {
             uint64_t want = rc_get(c, k), have;
             enum qcow2_problem code;
@@ -582,6 +593,24 @@ static int pass_compare(struct chk *c, uint64_t *highest)
 }
 
 /* ---- the driver --------------------------------------------------- */
+
+/* Progress: the L1 entries one count walks (active and snapshots), and the
+ * refcount blocks one comparison reads. */
+static uint64_t walk_units(const struct chk *c)
+{
+    uint64_t n = c->q->l1_size;
+
+    for (uint32_t s = 0; s < c->q->nb_snapshots; s++)
+        n += c->q->snapshots[s].l1_size;
+    return n;
+}
+
+static uint64_t compare_units(const struct chk *c, uint64_t file_size)
+{
+    const struct qcow2 *q = c->q;
+
+    return DIV_ROUND_UP(DIV_ROUND_UP(file_size, q->cluster_size), 1ULL << q->rb_bits);
+}
 
 static int count_all(struct chk *c)
 {
@@ -661,8 +690,15 @@ int qcow2_check(struct qcow2 *q, const struct qcow2_check_opts *o,
         goto out;
     }
 
+    /* Progress: one count, one comparison, the OFLAG_COPIED pass; a repair
+     * that needs another round adds its work when it starts. */
+    if (o->progress && qfile_size(q->file, &c.file_size) == 0)
+        check_progress(&c, 0, walk_units(&c) + compare_units(&c, c.file_size) + q->l1_size);
+
     /* Count; repairs that need free clusters wait until all are counted. */
     for (c.round = 0;; c.round++) {
+        if (c.round > 0)
+            check_progress(&c, 0, walk_units(&c));
         ret = count_all(&c);
         if (ret < 0)
             goto out;
@@ -699,6 +735,7 @@ int qcow2_check(struct qcow2 *q, const struct qcow2_check_opts *o,
         c.detached = NULL;
         c.quiet_unfixed = true;
         c.round++;
+        check_progress(&c, 0, walk_units(&c) + compare_units(&c, c.file_size));
         ret = count_all(&c);
         if (ret == 0)
             ret = pass_compare(&c, &highest);

@@ -39,6 +39,11 @@ struct qcow2_check_opts {
     bool deep;                  /* read and decompress every data cluster */
     qcow2_check_report_fn *report;      /* NULL: silent */
     void *opaque;
+    /* How far the check is: done of total bytes of metadata to go through
+     * (tables walked, refcount blocks compared). The total grows when a
+     * repair needs another pass; done never goes back. NULL: not asked. */
+    void (*progress)(void *opaque, uint64_t done, uint64_t total);
+    void *progress_opaque;
 };
 
 /*
@@ -189,6 +194,7 @@ struct chk {
     uint8_t *buf2;              /* two more (refcount blocks, copies) */
     uint8_t *dbuf;              /* --deep reads */
     char line[1024];
+    uint64_t pdone, ptotal;     /* progress, in clusters of metadata */
 };
 
 /* ---- problem.c ---- */
@@ -225,6 +231,8 @@ int begin_writes(struct chk *c);
 void guest_l1(struct chk *c, struct pctx *p, int64_t sn, uint64_t i);
 void guest_l2(struct chk *c, struct pctx *p, int64_t sn, uint64_t i, uint64_t j);
 int check_io_error(struct chk *c, int ret, const char *what, uint64_t off);
+/* Progress: done clusters more are gone through, total more are to come. */
+void check_progress(struct chk *c, uint64_t done, uint64_t total);
 
 /* ---- check_meta.c: the passes over fixed metadata ---- */
 int pass_snapshots(struct chk *c);

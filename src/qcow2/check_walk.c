@@ -492,6 +492,7 @@ static int data_of(struct chk *c, int64_t sn, uint64_t *l1, uint32_t n)
         uint8_t *t;
         bool cached, dirty = false;
 
+        check_progress(c, 1, 0);
         if (!l1[i] || past_eof(c, l2, q->cluster_size))
             continue;
         ret = l2_get(c, l2, &t, &cached);
@@ -542,6 +543,7 @@ int pass_copied(struct chk *c)
         bool cached, dirty = false;
         int st;
 
+        check_progress(c, 1, 0);
         if (!l2)
             continue;
         st = stored_get(c, l2 >> q->cluster_bits, &rc);

@@ -14,11 +14,14 @@ static __thread int last_code;
 
 int err_set(int code, const char *fmt, ...)
 {
+    char buf[sizeof(last_msg)];
     va_list ap;
 
+    /* Through a copy: the arguments may be err_msg(), i.e. last_msg. */
     va_start(ap, fmt);
-    vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    memcpy(last_msg, buf, sizeof(buf));
     last_code = code;
     return code;
 }

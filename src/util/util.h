@@ -133,13 +133,23 @@ void opts_free(struct opts *o);
 int parse_bool(const char *s, bool *out);
 
 /* ---- progress.c ---------------------------------------------------- */
-/* qemu-img's "    (12.34/100%)" line on stderr, only when it is a terminal. */
+/* qemu-img's "    (12.34/100%)" line on stderr, with the rate and the time
+ * left, only when stderr is a terminal (or QIMG_PROGRESS=always). */
 struct progress {
     bool on;
-    double shown;   /* last percentage printed */
+    double shown;       /* last percentage printed */
+    bool bytes;         /* done/total count bytes: show a rate */
+    double start, drawn_at;
+    uint64_t done, total;
+    int width;          /* length of the line on screen */
 };
+/* done/total are bytes (the rate is shown in B/s). */
 void progress_init(struct progress *p, bool enabled);
+/* done/total are any fraction (no rate, only the time left). */
+void progress_init_percent(struct progress *p, bool enabled);
 void progress_update(struct progress *p, uint64_t done, uint64_t total);
+/* Blank the line, so that a message can take it; the next update redraws. */
+void progress_clear(struct progress *p);
 void progress_end(struct progress *p);      /* prints 100% and the newline */
 
 /* ---- misc ----------------------------------------------------------- */
