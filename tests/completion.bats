@@ -449,3 +449,16 @@ EOF
     run complete -p qimg
     assert_output "complete -F _qimg qimg"
 }
+
+@test "map is completed, and its offsets take a number, not a file" {
+    complete_line "qimg ma"
+    assert_reply map
+    touch "$BATS_TEST_TMPDIR/disk.qcow2"
+    cd "$BATS_TEST_TMPDIR"
+    complete_line "qimg map --start-offset "
+    assert_reply ""
+    complete_line "qimg map --max-length="
+    assert_reply ""
+    complete_line "qimg map -f "
+    assert_reply qcow2 raw
+}
