@@ -462,3 +462,12 @@ EOF
     complete_line "qimg map -f "
     assert_reply qcow2 raw
 }
+
+@test "compare is completed, and both its -f and -F take a format" {
+    complete_line "qimg comp"
+    assert_reply compare
+    complete_line "qimg compare -F "
+    assert_reply qcow2 raw
+    complete_line "qimg compare -f r"
+    assert_reply raw
+}
