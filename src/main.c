@@ -16,6 +16,7 @@ const struct qimg_cmd qimg_commands[] = {
     { "create", cmd_create, "create a new disk image" },
     { "info", cmd_info, "show information about an image" },
     { "map", cmd_map, "show where the data of an image lives, through its backing chain" },
+    { "rebase", cmd_rebase, "change the backing file of an image" },
     { "repair", cmd_repair, "repair an image (check -r all, with a dry run)" },
     { "snapshot", cmd_snapshot, "list, create, apply and delete internal snapshots" },
     { NULL, NULL, NULL },

@@ -176,7 +176,7 @@ printf "'qimg help COMMAND' shows a command's options.\n"
 EOF
     chmod +x "$FAKE"
     complete_line "$FAKE re"
-    assert_reply repair resize
+    assert_offers repair resize
 }
 
 @test "qimg help completes a subcommand" {
@@ -470,4 +470,15 @@ EOF
     assert_reply qcow2 raw
     complete_line "qimg compare -f r"
     assert_reply raw
+}
+
+@test "rebase is completed, -F takes a format and -b a file" {
+    complete_line "qimg reb"
+    assert_reply rebase
+    complete_line "qimg rebase -b x.qcow2 -F "
+    assert_reply qcow2 raw
+    cd "$BATS_TEST_TMPDIR"
+    touch base1.qcow2 base2.qcow2
+    complete_line "qimg rebase -b base"
+    assert_reply base1.qcow2 base2.qcow2
 }
