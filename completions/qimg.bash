@@ -10,7 +10,7 @@
 # or source it from ~/.bashrc.  It needs no other completion library.
 
 # The commands qimg has always had; "qimg --help" may list more.
-_qimg_known_commands=(amend check compare convert create info map rebase repair snapshot)
+_qimg_known_commands=(amend check commit compare convert create info map rebase repair snapshot)
 
 # qcow2 "-o" keys for create and convert; amend has its own short list.
 _qimg_qcow2_keys="compat= cluster_size= refcount_bits= lazy_refcounts=

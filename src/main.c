@@ -11,6 +11,7 @@
 const struct qimg_cmd qimg_commands[] = {
     { "amend", cmd_amend, "change the format-specific options of an image in place" },
     { "check", cmd_check, "check an image for consistency (and repair it with -r)" },
+    { "commit", cmd_commit, "write an overlay's data into its backing file" },
     { "compare", cmd_compare, "check whether two images have the same content" },
     { "convert", cmd_convert, "convert images between formats, or copy them" },
     { "create", cmd_create, "create a new disk image" },

@@ -482,3 +482,12 @@ EOF
     complete_line "qimg rebase -b base"
     assert_reply base1.qcow2 base2.qcow2
 }
+
+@test "commit is completed, and its -b takes a file" {
+    complete_line "qimg commi"
+    assert_reply commit
+    cd "$BATS_TEST_TMPDIR"
+    touch base1.qcow2 other
+    complete_line "qimg commit -b base"
+    assert_reply base1.qcow2
+}
