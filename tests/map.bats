@@ -165,3 +165,16 @@ make_chain() {
     wait || true
     [ "$(file_sum top.qcow2)" = "$s" ]
 }
+
+@test "preallocated images: holes in the file show as zeros, as qemu-img guesses" {
+    qemu-img create -q -f qcow2 -o preallocation=metadata pm.qcow2 4M
+    qemu-io -c 'write -P 1 64k 4k' -c 'write -P 2 1M 128k' pm.qcow2 >/dev/null
+    same_map pm.qcow2
+    # a sparse copy of an image with zeroed data clusters looks preallocated too
+    qemu-img create -q -f qcow2 b.qcow2 4M
+    qemu-io -c 'write -P 1 0 1M' -c 'write -P 0 1M 512k' b.qcow2 >/dev/null
+    cp --sparse=always b.qcow2 sparse.qcow2
+    same_map sparse.qcow2
+    run -0 qimg map --output=json sparse.qcow2
+    assert_output --partial '"zero": true, "data": true'
+}

@@ -8,6 +8,10 @@
  * layers gone through). Adjacent ranges merge when they agree on every
  * field and, when mapped, are contiguous in the same file.
  *
+ * For an image that looks preallocated (far more clusters in use than the
+ * file occupies), holes in the host file under data clusters show as zeros,
+ * as qemu guesses them.
+ *
  * Unlike qemu-img, the human form does not give up on compressed or
  * encrypted clusters (they have no host offset to print): their ranges are
  * listed with "-" in the "Mapped to" column.
@@ -29,6 +33,47 @@ struct map_entry {
     const struct blk *file;     /* the layer that decided the range */
 };
 
+/*
+ * qemu's guess that a qcow2 image was preallocated (metadata
+ * preallocation): far more clusters are in use than the file really
+ * occupies on disk. For such an image qemu asks the host file whether a
+ * data cluster is a hole, and reports holes as zeros; so does map.
+ */
+struct prealloc_cache {
+    const struct blk *b[BLK_MAX_CHAIN + 2];
+    bool yes[BLK_MAX_CHAIN + 2];
+    unsigned n;
+};
+
+static bool looks_preallocated(struct prealloc_cache *pc, const struct blk *b)
+{
+    struct qcow2 *q = b->priv;
+    uint64_t fsize, actual, real, threshold, end, count = 0;
+    bool yes;
+
+    for (unsigned i = 0; i < pc->n; i++)
+        if (pc->b[i] == b)
+            return pc->yes[i];
+    yes = false;
+    if (qfile_size(q->file, &fsize) == 0 && qfile_actual_size(q->file, &actual) == 0) {
+        real = actual / q->cluster_size;
+        threshold = MAX(real * 10 / 9, real + 2);
+        end = (fsize + q->cluster_size - 1) / q->cluster_size;
+        for (uint64_t i = 0; i < end && count < threshold; i++) {
+            uint64_t rc;
+            if (qcow2_refcount_get(q, i, &rc) < 0)
+                break;
+            count += rc != 0;
+        }
+        yes = count >= threshold;
+    }
+    if (pc->n < ARRAY_SIZE(pc->b)) {
+        pc->b[pc->n] = b;
+        pc->yes[pc->n++] = yes;
+    }
+    return yes;
+}
+
 struct map_args {
     char *fmt, *output, *start, *max_len;
     bool force_share;
@@ -46,7 +91,8 @@ static char *layer_file(const struct blk *b)
 }
 
 /* Status of [off, off+len) through the chain: one entry, length <= len. */
-static int chain_status(struct blk *b, uint64_t off, uint64_t len, struct map_entry *e)
+static int chain_status(struct blk *b, uint64_t off, uint64_t len, struct map_entry *e,
+                        struct prealloc_cache *pc)
 {
     uint64_t pnum = 0, map = 0;
     int flags = 0, depth = 0, ret;
@@ -72,6 +118,17 @@ static int chain_status(struct blk *b, uint64_t off, uint64_t len, struct map_en
     /* qemu gives no offset for encrypted clusters: they cannot be read there. */
     if (b->drv == &blk_qcow2_driver && ((const struct qcow2 *)b->priv)->meta.h.crypt_method)
         flags &= ~BLK_STATUS_OFFSET;
+    if (b->drv == &blk_qcow2_driver && (flags & BLK_STATUS_DATA) &&
+        (flags & BLK_STATUS_OFFSET) && !(flags & BLK_STATUS_ZERO) && looks_preallocated(pc, b)) {
+        bool data;
+        uint64_t n;
+
+        if (qfile_extent(((struct qcow2 *)b->priv)->data_file, map, len, &data, &n) == 0 && n) {
+            len = n;
+            if (!data)
+                flags |= BLK_STATUS_ZERO;
+        }
+    }
     *e = (struct map_entry){
         .start = off,
         .length = len,
@@ -210,6 +267,7 @@ int cmd_map(int argc, const char **argv)
         .max_args = -1,
     };
     struct map_entry curr = { 0 }, next;
+    struct prealloc_cache prealloc = { .n = 0 };
     struct blk *b = NULL;
     uint64_t start = 0, max_len = UINT64_MAX, end;
     poptContext pc;
@@ -251,7 +309,7 @@ int cmd_map(int argc, const char **argv)
     while (curr.start + curr.length < end) {
         uint64_t off = curr.start + curr.length;
 
-        ret = chain_status(b, off, end - off, &next);
+        ret = chain_status(b, off, end - off, &next, &prealloc);
         if (ret < 0) {
             error("Could not read file metadata: %s", err_msg(ret));
             goto out;
