@@ -237,6 +237,45 @@ static int copy_down(struct blk *top, struct blk *base, bool show_progress)
     return ret;
 }
 
+/*
+ * After emptying: give the freed clusters back to the file system, as
+ * qemu's emptying does (its file shrinks to a few clusters). Everything is
+ * flushed first; then the free clusters at the end are cut off and the
+ * free ones before them punched out (best effort where holes are not
+ * supported).
+ */
+static int shrink_top(struct qcow2 *q)
+{
+    uint64_t size, end, rc;
+    int ret = qcow2_flush(q);
+
+    if (ret == 0)
+        ret = qfile_size(q->file, &size);
+    if (ret < 0 || q->data_file != q->file)
+        return ret;
+    end = (size + q->cluster_size - 1) >> q->cluster_bits;
+    for (; end > 0; end--) {
+        ret = qcow2_refcount_get(q, end - 1, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc)
+            break;
+    }
+    if (end << q->cluster_bits < size) {
+        ret = qfile_truncate(q->file, end << q->cluster_bits);
+        if (ret < 0)
+            return ret;
+    }
+    for (uint64_t i = 1; i < end; i++) {
+        ret = qcow2_refcount_get(q, i, &rc);
+        if (ret < 0)
+            return ret;
+        if (!rc)
+            qfile_discard(q->file, i << q->cluster_bits, q->cluster_size);
+    }
+    return 0;
+}
+
 int cmd_commit(int argc, const char **argv)
 {
     struct commit_args a = { 0 };
@@ -297,6 +336,8 @@ int cmd_commit(int argc, const char **argv)
     /* The base holds everything now: only then may the top let go. */
     if (!a.drop && !a.base && top->drv == &blk_qcow2_driver) {
         ret = qcow2_discard(top->priv, 0, top->size);
+        if (ret == 0)
+            ret = shrink_top(top->priv);
         if (ret < 0) {
             error("Could not empty %s: %s", args[0], err_msg(ret));
             goto out;
