@@ -190,3 +190,22 @@ same_rebase() {
     qemu-img convert -O raw top.qcow2 now.raw
     cmp now.raw before.raw
 }
+
+@test "-U shares the backing files, never the image itself" {
+    make_images 1.1
+    qemu-io -c 'sleep 3000' base.qcow2 3>&- &
+    sleep 0.5
+    run -1 qimg rebase -b new.qcow2 -F qcow2 top.qcow2
+    assert_output --partial "lock"
+    run -0 qimg rebase -U -b new.qcow2 -F qcow2 top.qcow2
+    kill %1 2>/dev/null || true
+    wait || true
+    qemu-io -c 'sleep 3000' top.qcow2 3>&- &
+    sleep 0.5
+    run -1 qimg rebase -U -u -b base.qcow2 -F qcow2 top.qcow2
+    assert_output --partial "lock"
+    run -1 qimg rebase -U -b base.qcow2 -F qcow2 top.qcow2
+    assert_output --partial "lock"
+    kill %1 2>/dev/null || true
+    wait || true
+}

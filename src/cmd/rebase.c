@@ -58,7 +58,8 @@ static const struct poptOption rebase_popt[] = {
       "unsafe: only rewrite the backing file name and format", NULL },
     { NULL, 'q', POPT_ARG_NONE, NULL, 'q', "quiet mode", NULL },
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U',
-      "open the backing files even if another process holds them locked", NULL },
+      "open the backing files even if another process holds them locked "
+      "(FILE itself never)", NULL },
     { NULL, 'b', POPT_ARG_STRING, NULL, 'b',
       "the new backing file (\"\" for none: flatten the image)", "backing" },
     { NULL, 'F', POPT_ARG_STRING, NULL, 'F', "format of the new backing file", "fmt" },
@@ -151,6 +152,37 @@ out:
     return rc;
 }
 
+/*
+ * Open the current backing chain of top (opened without it) and hang it
+ * under top. Separately, so that -U lets the backing files be shared while
+ * top itself keeps its write lock, as qemu-img does.
+ */
+static int open_old_backing(struct blk *top, const char *file, bool force_share)
+{
+    struct qcow2 *q = top->priv;
+    struct blk *old;
+    char *path, inner[400];
+    int ret;
+
+    if (!q->meta.backing_file)
+        return 0;
+    path = blk_backing_path(top->filename, q->meta.backing_file);
+    if (!path)
+        return error("%s", strerror(ENOMEM));
+    ret = blk_open_depth(&old, path, q->meta.backing_fmt, force_share ? BLK_NOLOCK : 0, 1);
+    if (ret < 0) {
+        snprintf(inner, sizeof(inner), "%s", err_msg(ret));
+        cmd_open_error(file, err_set(ret, "Could not open backing file: Could not open '%s': %s",
+                                     path, inner));
+        free(path);
+        return 1;
+    }
+    free(path);
+    top->backing = old;
+    q->backing = old;
+    return 0;
+}
+
 static int change_error(const char *name, int ret)
 {
     if (ret == -ENOSPC)
@@ -178,7 +210,7 @@ int cmd_rebase(int argc, const char **argv)
     char *path = NULL;
     poptContext pc;
     const char **args;
-    int nargs, ret, rc, flags;
+    int nargs, ret, rc;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
     if (rc) {
@@ -197,8 +229,7 @@ int cmd_rebase(int argc, const char **argv)
         goto out;
     }
     name = a.backing ? a.backing : "";
-    flags = BLK_RDWR | (a.unsafe ? BLK_NO_BACKING : 0) | (a.force_share ? BLK_NOLOCK : 0);
-    ret = blk_open(&b, args[0], a.fmt, flags);
+    ret = blk_open(&b, args[0], a.fmt, BLK_RDWR | BLK_NO_BACKING);
     if (ret < 0) {
         cmd_open_error(args[0], ret);
         goto out;
@@ -218,6 +249,8 @@ int cmd_rebase(int argc, const char **argv)
         goto out;
     }
     if (!a.unsafe) {
+        if (open_old_backing(b, args[0], a.force_share))
+            goto out;
         if (name[0]) {
             path = blk_backing_path(args[0], name);
             ret = path ? blk_open(&nb, path, a.backing_fmt, a.force_share ? BLK_NOLOCK : 0)
