@@ -10,7 +10,7 @@
 # or source it from ~/.bashrc.  It needs no other completion library.
 
 # The commands qimg has always had; "qimg --help" may list more.
-_qimg_known_commands=(amend bitmap check convert create info repair snapshot)
+_qimg_known_commands=(amend bitmap check commit compare convert create info map rebase repair snapshot)
 
 # qcow2 "-o" keys for create and convert; amend has its own short list.
 _qimg_qcow2_keys="compat= cluster_size= refcount_bits= lazy_refcounts=
@@ -382,7 +382,7 @@ _qimg_complete_cmd() {
             _qimg_add_bitmaps "${names[0]}" "$cur"
             return
             ;;
-        snapshot:-c | *:-S | *:-m | bitmap:-g)
+        snapshot:-c | *:-S | *:-m | bitmap:-g | map:-s | map:-l | map:--start-offset | map:--max-length)
             return # a new name or a number: nothing to offer
             ;;
     esac
@@ -392,6 +392,9 @@ _qimg_complete_cmd() {
 
     # The value of a long option given after '='.
     case $cmd:$cur in
+        map:--start-offset=* | map:--max-length=*)
+            return # a number
+            ;;
         *:--format=*)
             _qimg_add "--format=" "${cur#*=}" qcow2 raw
             return

@@ -176,7 +176,7 @@ printf "'qimg help COMMAND' shows a command's options.\n"
 EOF
     chmod +x "$FAKE"
     complete_line "$FAKE re"
-    assert_reply repair resize
+    assert_offers repair resize
 }
 
 @test "qimg help completes a subcommand" {
@@ -482,4 +482,46 @@ EOF
     assert_output "compadd | -X bitmap backup0"
     zsh_complete ./qimg bitmap "$BATS_TEST_TMPDIR/d.qcow2" --merge ''
     assert_output "compadd | -X bitmap backup0"
+}
+
+@test "map is completed, and its offsets take a number, not a file" {
+    complete_line "qimg ma"
+    assert_reply map
+    touch "$BATS_TEST_TMPDIR/disk.qcow2"
+    cd "$BATS_TEST_TMPDIR"
+    complete_line "qimg map --start-offset "
+    assert_reply ""
+    complete_line "qimg map --max-length="
+    assert_reply ""
+    complete_line "qimg map -f "
+    assert_reply qcow2 raw
+}
+
+@test "compare is completed, and both its -f and -F take a format" {
+    complete_line "qimg comp"
+    assert_reply compare
+    complete_line "qimg compare -F "
+    assert_reply qcow2 raw
+    complete_line "qimg compare -f r"
+    assert_reply raw
+}
+
+@test "rebase is completed, -F takes a format and -b a file" {
+    complete_line "qimg reb"
+    assert_reply rebase
+    complete_line "qimg rebase -b x.qcow2 -F "
+    assert_reply qcow2 raw
+    cd "$BATS_TEST_TMPDIR"
+    touch base1.qcow2 base2.qcow2
+    complete_line "qimg rebase -b base"
+    assert_reply base1.qcow2 base2.qcow2
+}
+
+@test "commit is completed, and its -b takes a file" {
+    complete_line "qimg commi"
+    assert_reply commit
+    cd "$BATS_TEST_TMPDIR"
+    touch base1.qcow2 other
+    complete_line "qimg commit -b base"
+    assert_reply base1.qcow2
 }

@@ -7,7 +7,7 @@ load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 bats_require_minimum_version 1.5.0
 
-COMMANDS="create info check repair snapshot convert amend bitmap"
+COMMANDS="create info check repair snapshot convert amend bitmap map compare rebase commit"
 
 setup() {
     cd "$BATS_TEST_DIRNAME/.."
@@ -167,3 +167,7 @@ check_binary_synopsis() {
 @test "the SYNOPSIS of qimg-snapshot(1) is the usage of qimg snapshot --help" { check_binary_synopsis snapshot; }
 @test "the SYNOPSIS of qimg-convert(1) is the usage of qimg convert --help" { check_binary_synopsis convert; }
 @test "the SYNOPSIS of qimg-amend(1) is the usage of qimg amend --help" { check_binary_synopsis amend; }
+@test "the SYNOPSIS of qimg-map(1) is the usage of qimg map --help" { check_binary_synopsis map; }
+@test "the SYNOPSIS of qimg-compare(1) is the usage of qimg compare --help" { check_binary_synopsis compare; }
+@test "the SYNOPSIS of qimg-rebase(1) is the usage of qimg rebase --help" { check_binary_synopsis rebase; }
+@test "the SYNOPSIS of qimg-commit(1) is the usage of qimg commit --help" { check_binary_synopsis commit; }

@@ -34,6 +34,10 @@ int cmd_snapshot(int argc, const char **argv);
 int cmd_convert(int argc, const char **argv);
 int cmd_amend(int argc, const char **argv);
 int cmd_bitmap(int argc, const char **argv);
+int cmd_map(int argc, const char **argv);
+int cmd_compare(int argc, const char **argv);
+int cmd_rebase(int argc, const char **argv);
+int cmd_commit(int argc, const char **argv);
 
 /* The --help row every table ends with (before POPT_TABLEEND). */
 #define QIMG_OPT_HELP 0x7fff0001

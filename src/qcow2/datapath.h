@@ -36,6 +36,15 @@ int qcow2_write_compressed_run(struct qcow2 *q, uint64_t off, const struct qcow2
                                size_t n);
 
 /*
+ * Make the whole clusters of [off, off+len) unallocated, so that reads fall
+ * through to the backing file (qemu's full discard; commit empties the top
+ * image with it). Partial clusters at either end are left alone, except the
+ * image's last cluster when the range reaches the end. References are
+ * dropped only after the L2 tables no longer hold them.
+ */
+int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len);
+
+/*
  * Read-only view of internal snapshot number idx (an index into
  * q->snapshots): its L1 table replaces the active one; the virtual size
  * stays the image's (as in qemu-img convert -l). The image must be open

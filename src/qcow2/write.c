@@ -446,8 +446,10 @@ static int write_real_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     return ret;
 }
 
-/* Whole clusters [off, off+n) inside one L2 table: zero flags or holes. */
-static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops *d)
+/* Whole clusters [off, off+n) inside one L2 table: zero flags or holes;
+ * with unmap, always unallocated (the backing file shows through). */
+static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops *d,
+                         bool unmap)
 {
     const bool v3 = q->meta.h.version >= 3;
     uint64_t l2_off, j0 = qcow2_l2_index(q, off), nc = n >> q->cluster_bits;
@@ -455,12 +457,12 @@ static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops
     bool dirty = false;
     int ret;
 
-    if (!v3 && q->backing)
+    if (!v3 && q->backing && !unmap)
         return write_real_zeroes(q, off, n);
     ret = l1_entry(q, qcow2_l1_index(q, off), &l2_off);
     if (ret < 0)
         return ret;
-    if (!l2_off && !q->backing)
+    if (!l2_off && (!q->backing || unmap))
         return 0;               /* unallocated, and nothing shows through */
     ret = l2_for_write(q, off, &l2);
     if (ret < 0)
@@ -471,9 +473,9 @@ static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops
                        (q->extl2 ? !(b & EXT_ALL_ALLOC) && !(b & EXT_ALL_ZERO)
                                  : !(e & QCOW_OFLAG_ZERO));
 
-        if (unalloc && !q->backing)
+        if (unalloc && (!q->backing || unmap))
             continue;
-        if (!v3) {
+        if (!v3 || unmap) {
             ne = 0;             /* version 2: a hole reads as zeros */
             nb = 0;
         } else if (q->extl2) {
@@ -525,7 +527,7 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     ret = write_real_zeroes(q, off, a - off);
     for (uint64_t pos = a; ret == 0 && pos < b;) {
         uint64_t n = MIN(b - pos, ALIGN_DOWN(pos, table_span(q)) + table_span(q) - pos);
-        ret = zero_in_table(q, pos, n, &d);
+        ret = zero_in_table(q, pos, n, &d, false);
         pos += n;
     }
     r = drops_apply(q, &d);
@@ -535,6 +537,30 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     if (ret == 0 && end > b)
         ret = write_real_zeroes(q, b, MIN(end, q->meta.h.size) - b);
     return ret;
+}
+
+int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+    const uint64_t cs = q->cluster_size;
+    uint64_t end = off + len, a, b;
+    struct drops d = { 0 };
+    int ret, r;
+
+    ret = check_writable(q);
+    if (ret < 0 || !len)
+        return ret;
+    if (end == q->meta.h.size)
+        end = ALIGN_UP(end, cs);
+    a = ALIGN_UP(off, cs);
+    b = ALIGN_DOWN(end, cs);
+    for (uint64_t pos = a; ret == 0 && pos < b;) {
+        uint64_t n = MIN(b - pos, ALIGN_DOWN(pos, table_span(q)) + table_span(q) - pos);
+        ret = zero_in_table(q, pos, n, &d, true);
+        pos += n;
+    }
+    r = drops_apply(q, &d);
+    drops_free(&d);
+    return ret ? ret : r;
 }
 
 /* ---- compressed clusters ---------------------------------------------- */
