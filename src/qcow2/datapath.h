@@ -36,6 +36,14 @@ int qcow2_write_compressed_run(struct qcow2 *q, uint64_t off, const struct qcow2
                                size_t n);
 
 /*
+ * Deallocate the whole clusters of [off, off+len) (cluster aligned): their
+ * L2 entries become unallocated (whatever the backing file holds shows
+ * through) and their references are dropped once the tables are on disk.
+ * Tables shared with a snapshot are copied first. For shrinking an image.
+ */
+int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len);
+
+/*
  * Read-only view of internal snapshot number idx (an index into
  * q->snapshots): its L1 table replaces the active one; the virtual size
  * stays the image's (as in qemu-img convert -l). The image must be open

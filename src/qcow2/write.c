@@ -434,8 +434,10 @@ static int write_real_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     return ret;
 }
 
-/* Whole clusters [off, off+n) inside one L2 table: zero flags or holes. */
-static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops *d)
+/* Whole clusters [off, off+n) inside one L2 table: zero flags or holes;
+ * with discard, holes whatever shows through them. */
+static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops *d,
+                         bool discard)
 {
     const bool v3 = q->meta.h.version >= 3;
     uint64_t l2_off, j0 = qcow2_l2_index(q, off), nc = n >> q->cluster_bits;
@@ -443,12 +445,12 @@ static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops
     bool dirty = false;
     int ret;
 
-    if (!v3 && q->backing)
+    if (!v3 && q->backing && !discard)
         return write_real_zeroes(q, off, n);
     ret = l1_entry(q, qcow2_l1_index(q, off), &l2_off);
     if (ret < 0)
         return ret;
-    if (!l2_off && !q->backing)
+    if (!l2_off && (!q->backing || discard))
         return 0;               /* unallocated, and nothing shows through */
     ret = l2_for_write(q, off, &l2);
     if (ret < 0)
@@ -459,9 +461,9 @@ static int zero_in_table(struct qcow2 *q, uint64_t off, uint64_t n, struct drops
                        (q->extl2 ? !(b & EXT_ALL_ALLOC) && !(b & EXT_ALL_ZERO)
                                  : !(e & QCOW_OFLAG_ZERO));
 
-        if (unalloc && !q->backing)
+        if (unalloc && (!q->backing || discard))
             continue;
-        if (!v3) {
+        if (!v3 || discard) {
             ne = 0;             /* version 2: a hole reads as zeros */
             nb = 0;
         } else if (q->extl2) {
@@ -511,7 +513,7 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     ret = write_real_zeroes(q, off, a - off);
     for (uint64_t pos = a; ret == 0 && pos < b;) {
         uint64_t n = MIN(b - pos, ALIGN_DOWN(pos, table_span(q)) + table_span(q) - pos);
-        ret = zero_in_table(q, pos, n, &d);
+        ret = zero_in_table(q, pos, n, &d, false);
         pos += n;
     }
     r = drops_apply(q, &d);
@@ -521,6 +523,31 @@ int qcow2_write_zeroes(struct qcow2 *q, uint64_t off, uint64_t len)
     if (ret == 0 && end > b)
         ret = write_real_zeroes(q, b, MIN(end, q->meta.h.size) - b);
     return ret;
+}
+
+int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+    const uint64_t cs = q->cluster_size;
+    struct drops d = { 0 };
+    int ret, r;
+
+    ret = check_writable(q);
+    if (ret < 0)
+        return ret;
+    if ((off | len) & (cs - 1))
+        return err_set(-EINVAL, "discard of %#llx+%#llx is not cluster aligned",
+                       (unsigned long long)off, (unsigned long long)len);
+    for (uint64_t pos = off, end = off + len; ret == 0 && pos < end;) {
+        uint64_t n = MIN(end - pos, ALIGN_DOWN(pos, table_span(q)) + table_span(q) - pos);
+        /* Nothing to do for a range past the L1 table. */
+        if (qcow2_l1_index(q, pos) >= q->l1_size)
+            break;
+        ret = zero_in_table(q, pos, n, &d, true);
+        pos += n;
+    }
+    r = drops_apply(q, &d);
+    drops_free(&d);
+    return ret < 0 ? ret : r;
 }
 
 /* ---- compressed clusters ---------------------------------------------- */
