@@ -15,6 +15,7 @@ const struct qimg_cmd qimg_commands[] = {
     { "create", cmd_create, "create a new disk image" },
     { "info", cmd_info, "show information about an image" },
     { "repair", cmd_repair, "repair an image (check -r all, with a dry run)" },
+    { "resize", cmd_resize, "change the virtual size of an image" },
     { "snapshot", cmd_snapshot, "list, create, apply and delete internal snapshots" },
     { NULL, NULL, NULL },
 };

@@ -33,6 +33,9 @@ int cmd_repair(int argc, const char **argv);
 int cmd_snapshot(int argc, const char **argv);
 int cmd_convert(int argc, const char **argv);
 int cmd_amend(int argc, const char **argv);
+int cmd_resize(int argc, const char **argv);
+int cmd_measure(int argc, const char **argv);
+int cmd_dd(int argc, const char **argv);
 
 /* The --help row every table ends with (before POPT_TABLEEND). */
 #define QIMG_OPT_HELP 0x7fff0001

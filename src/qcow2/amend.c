@@ -40,6 +40,7 @@ struct plan {
     int lazy;                   /* -1 keep */
     uint64_t old_size, size;
     uint64_t zero_start, zero_end;      /* grow over a longer backing file */
+    uint64_t zero_head;         /* bytes from old_size to write as zeros */
     bool rewrite_snapshots;     /* upgrade: entries lack the v3 extra data */
 };
 
@@ -177,10 +178,9 @@ static int validate_grow(struct qcow2 *q, struct plan *p, uint32_t version)
         if (!buf)
             return -ENOMEM;
         ret = qcow2_read(q, p->old_size, buf, len);
+        /* The rest of the old last cluster gets explicit zeros (grow). */
         if (ret == 0 && !all_zero(buf, len))
-            ret = err_set(-ENOTSUP, "Cannot grow the image: its last cluster reads as data "
-                          "past the old end (%#llx), and zeroing part of a cluster is not "
-                          "supported yet", (unsigned long long)p->old_size);
+            p->zero_head = len;
         free(buf);
         if (ret < 0)
             return ret;
@@ -658,6 +658,13 @@ static int grow(struct qcow2 *q, const struct plan *p, struct amend_progress *pr
     /* Zeros over the longer backing file before the size makes them visible. */
     if (ret == 0 && p->zero_start < p->zero_end)
         ret = mark_zero(q, p->zero_start, p->zero_end, prog);
+    if (ret == 0 && p->zero_head) {
+        uint8_t *z = calloc(1, p->zero_head);
+        ret = z ? qcow2_write(q, p->old_size, z, p->zero_head) : -ENOMEM;
+        free(z);
+        if (ret == 0)
+            ret = qcow2_flush(q);
+    }
     if (ret == 0)
         ret = write_size(q, p->size);
     return ret;
