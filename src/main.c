@@ -14,6 +14,7 @@ const struct qimg_cmd qimg_commands[] = {
     { "convert", cmd_convert, "convert images between formats, or copy them" },
     { "create", cmd_create, "create a new disk image" },
     { "info", cmd_info, "show information about an image" },
+    { "measure", cmd_measure, "compute the size a new image needs for some data" },
     { "repair", cmd_repair, "repair an image (check -r all, with a dry run)" },
     { "resize", cmd_resize, "change the virtual size of an image" },
     { "snapshot", cmd_snapshot, "list, create, apply and delete internal snapshots" },

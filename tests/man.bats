@@ -7,7 +7,7 @@ load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 bats_require_minimum_version 1.5.0
 
-COMMANDS="create info check repair snapshot convert amend resize"
+COMMANDS="create info check repair snapshot convert amend resize measure"
 
 setup() {
     cd "$BATS_TEST_DIRNAME/.."
@@ -168,3 +168,4 @@ check_binary_synopsis() {
 @test "the SYNOPSIS of qimg-convert(1) is the usage of qimg convert --help" { check_binary_synopsis convert; }
 @test "the SYNOPSIS of qimg-amend(1) is the usage of qimg amend --help" { check_binary_synopsis amend; }
 @test "the SYNOPSIS of qimg-resize(1) is the usage of qimg resize --help" { check_binary_synopsis resize; }
+@test "the SYNOPSIS of qimg-measure(1) is the usage of qimg measure --help" { check_binary_synopsis measure; }
