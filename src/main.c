@@ -13,6 +13,7 @@ const struct qimg_cmd qimg_commands[] = {
     { "check", cmd_check, "check an image for consistency (and repair it with -r)" },
     { "convert", cmd_convert, "convert images between formats, or copy them" },
     { "create", cmd_create, "create a new disk image" },
+    { "dd", cmd_dd, "copy part of an image into a new image, as dd does" },
     { "info", cmd_info, "show information about an image" },
     { "measure", cmd_measure, "compute the size a new image needs for some data" },
     { "repair", cmd_repair, "repair an image (check -r all, with a dry run)" },

@@ -7,7 +7,7 @@ load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 bats_require_minimum_version 1.5.0
 
-COMMANDS="create info check repair snapshot convert amend resize measure"
+COMMANDS="create info check repair snapshot convert amend resize measure dd"
 
 setup() {
     cd "$BATS_TEST_DIRNAME/.."
@@ -169,3 +169,4 @@ check_binary_synopsis() {
 @test "the SYNOPSIS of qimg-amend(1) is the usage of qimg amend --help" { check_binary_synopsis amend; }
 @test "the SYNOPSIS of qimg-resize(1) is the usage of qimg resize --help" { check_binary_synopsis resize; }
 @test "the SYNOPSIS of qimg-measure(1) is the usage of qimg measure --help" { check_binary_synopsis measure; }
+@test "the SYNOPSIS of qimg-dd(1) is the usage of qimg dd --help" { check_binary_synopsis dd; }
