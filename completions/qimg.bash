@@ -10,7 +10,7 @@
 # or source it from ~/.bashrc.  It needs no other completion library.
 
 # The commands qimg has always had; "qimg --help" may list more.
-_qimg_known_commands=(amend bitmap check commit compare convert create info map rebase repair snapshot)
+_qimg_known_commands=(amend bitmap check commit compare convert create dd info map measure rebase repair resize snapshot)
 
 # qcow2 "-o" keys for create and convert; amend has its own short list.
 _qimg_qcow2_keys="compat= cluster_size= refcount_bits= lazy_refcounts=
@@ -286,7 +286,7 @@ _qimg_complete_o() {
     fi
     case $cmd in
         amend) fmt=qcow2 ;;
-        convert) fmt=$(_qimg_line_format -O) ;;
+        convert | measure) fmt=$(_qimg_line_format -O) ;;
         *) fmt=$(_qimg_line_format -f --format) ;;
     esac
     fmt=${fmt##*$'\n'} # the last one given counts
@@ -372,7 +372,11 @@ _qimg_complete_cmd() {
             _qimg_nospace=1
             return
             ;;
-        snapshot:-a | snapshot:-d | snapshot:--rename | convert:-l)
+        resize:--preallocation)
+            _qimg_add "" "$cur" off metadata falloc full
+            return
+            ;;
+        snapshot:-a | snapshot:-d | snapshot:--rename | convert:-l | measure:-l)
             _qimg_add_snapshots "$(_qimg_image "$cmd")" "$cur" ""
             return
             ;;
@@ -382,7 +386,7 @@ _qimg_complete_cmd() {
             _qimg_add_bitmaps "${names[0]}" "$cur"
             return
             ;;
-        snapshot:-c | *:-S | *:-m | bitmap:-g | map:-s | map:-l | map:--start-offset | map:--max-length)
+        snapshot:-c | *:-S | *:-m | bitmap:-g | map:-s | map:-l | map:--start-offset | map:--max-length | measure:--size)
             return # a new name or a number: nothing to offer
             ;;
     esac
@@ -407,6 +411,17 @@ _qimg_complete_cmd() {
             _qimg_add_snapshots "$(_qimg_image "$cmd")" "${cur#*=}" "--rename="
             return
             ;;
+        resize:--preallocation=*)
+            _qimg_add "--preallocation=" "${cur#*=}" off metadata falloc full
+            return
+            ;;
+        dd:if=* | dd:of=*)
+            local files
+            mapfile -t files < <(compgen -f -- "${cur#*=}")
+            _qimg_add "${cur%%=*}=" "" "${files[@]}"
+            _qimg_files=1
+            return
+            ;;
         *:--object=*)
             _qimg_add "--object=" "${cur#*=}" secret,id=
             _qimg_nospace=1
@@ -424,6 +439,13 @@ _qimg_complete_cmd() {
                 _qimg_nospace=1
             fi
         done
+        return
+    fi
+
+    # dd takes operands, not file names.
+    if [[ $cmd == dd ]]; then
+        _qimg_add "" "$cur" if= of= bs= count= skip=
+        _qimg_nospace=1
         return
     fi
 

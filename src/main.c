@@ -16,10 +16,13 @@ const struct qimg_cmd qimg_commands[] = {
     { "compare", cmd_compare, "check whether two images have the same content" },
     { "convert", cmd_convert, "convert images between formats, or copy them" },
     { "create", cmd_create, "create a new disk image" },
+    { "dd", cmd_dd, "copy part of an image into a new image, as dd does" },
     { "info", cmd_info, "show information about an image" },
     { "map", cmd_map, "show where the data of an image lives, through its backing chain" },
+    { "measure", cmd_measure, "compute the size a new image needs for some data" },
     { "rebase", cmd_rebase, "change the backing file of an image" },
     { "repair", cmd_repair, "repair an image (check -r all, with a dry run)" },
+    { "resize", cmd_resize, "change the virtual size of an image" },
     { "snapshot", cmd_snapshot, "list, create, apply and delete internal snapshots" },
     { NULL, NULL, NULL },
 };

@@ -162,6 +162,7 @@ EOF
     assert_reply create
     complete_line "qimg "
     assert_offers amend bitmap check convert create info repair snapshot help
+    assert_offers resize measure dd map compare rebase commit
     complete_line "qimg -"
     assert_reply --help --version
 }
@@ -253,6 +254,33 @@ EOF
     assert_reply preallocation= help
     complete_line "qimg create -f raw -o preallocation="
     assert_reply off falloc full
+}
+
+@test "resize completes the preallocation modes" {
+    complete_line "qimg resize --preallocation="
+    assert_reply off metadata falloc full
+    complete_line "qimg resize --preallocation f"
+    assert_reply falloc full
+}
+
+@test "measure completes the output format's -o keys and snapshot names" {
+    complete_line "qimg measure -O raw -o "
+    assert_reply preallocation= help
+    complete_line "qimg measure -O qcow2 -o compat=1.1,ext"
+    assert_reply 1.1,extended_l2=
+    make_fake_json_snapshots
+    complete_line "$FAKE measure disk.qcow2 -l "
+    assert_offers s1
+}
+
+@test "dd completes its operands, and file names after if= and of=" {
+    complete_line "qimg dd "
+    assert_reply if= of= bs= count= skip=
+    complete_line "qimg dd c"
+    assert_reply count=
+    touch "$BATS_TEST_TMPDIR/in.raw"
+    complete_line "qimg dd if=$BATS_TEST_TMPDIR/in"
+    assert_reply "$BATS_TEST_TMPDIR/in.raw"
 }
 
 @test "amend -o completes size and the options that can change" {
@@ -432,6 +460,10 @@ EOF
     assert_line "compadd | -S = -q -- compat refcount_bits lazy_refcounts size"
     zsh_complete qimg info --output=j
     assert_output "compadd --output=| -- human json"
+    zsh_complete qimg resize --preallocation=
+    assert_output "compadd --preallocation=| -- off metadata falloc full"
+    zsh_complete qimg dd ''
+    assert_output "compadd | -S  -- if= of= bs= count= skip="
     make_fake_help
     zsh_complete "$FAKE" create --
     assert_line "--backing-chain:made up for this test"

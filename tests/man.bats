@@ -7,7 +7,7 @@ load '/usr/lib/bats/bats-support/load'
 load '/usr/lib/bats/bats-assert/load'
 bats_require_minimum_version 1.5.0
 
-COMMANDS="create info check repair snapshot convert amend bitmap map compare rebase commit"
+COMMANDS="create info check repair snapshot convert amend bitmap map compare rebase commit resize measure dd"
 
 setup() {
     cd "$BATS_TEST_DIRNAME/.."
@@ -171,3 +171,6 @@ check_binary_synopsis() {
 @test "the SYNOPSIS of qimg-compare(1) is the usage of qimg compare --help" { check_binary_synopsis compare; }
 @test "the SYNOPSIS of qimg-rebase(1) is the usage of qimg rebase --help" { check_binary_synopsis rebase; }
 @test "the SYNOPSIS of qimg-commit(1) is the usage of qimg commit --help" { check_binary_synopsis commit; }
+@test "the SYNOPSIS of qimg-resize(1) is the usage of qimg resize --help" { check_binary_synopsis resize; }
+@test "the SYNOPSIS of qimg-measure(1) is the usage of qimg measure --help" { check_binary_synopsis measure; }
+@test "the SYNOPSIS of qimg-dd(1) is the usage of qimg dd --help" { check_binary_synopsis dd; }

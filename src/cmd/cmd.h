@@ -38,6 +38,9 @@ int cmd_map(int argc, const char **argv);
 int cmd_compare(int argc, const char **argv);
 int cmd_rebase(int argc, const char **argv);
 int cmd_commit(int argc, const char **argv);
+int cmd_resize(int argc, const char **argv);
+int cmd_measure(int argc, const char **argv);
+int cmd_dd(int argc, const char **argv);
 
 /* The --help row every table ends with (before POPT_TABLEEND). */
 #define QIMG_OPT_HELP 0x7fff0001

@@ -19,6 +19,7 @@
 #include "../block/block.h"
 #include "amend.h"
 #include "bitmap.h"
+#include "datapath.h"
 
 void amend_progress(struct amend_progress *p, uint64_t done, uint64_t total)
 {
@@ -40,6 +41,7 @@ struct plan {
     int lazy;                   /* -1 keep */
     uint64_t old_size, size;
     uint64_t zero_start, zero_end;      /* grow over a longer backing file */
+    uint64_t zero_head;         /* bytes from old_size to write as zeros */
     bool rewrite_snapshots;     /* upgrade: entries lack the v3 extra data */
 };
 
@@ -177,10 +179,9 @@ static int validate_grow(struct qcow2 *q, struct plan *p, uint32_t version)
         if (!buf)
             return -ENOMEM;
         ret = qcow2_read(q, p->old_size, buf, len);
+        /* The rest of the old last cluster gets explicit zeros (grow). */
         if (ret == 0 && !all_zero(buf, len))
-            ret = err_set(-ENOTSUP, "Cannot grow the image: its last cluster reads as data "
-                          "past the old end (%#llx), and zeroing part of a cluster is not "
-                          "supported yet", (unsigned long long)p->old_size);
+            p->zero_head = len;
         free(buf);
         if (ret < 0)
             return ret;
@@ -211,6 +212,8 @@ static int validate_shrink(struct qcow2 *q, const struct qcow2_amend_opts *o, st
 
     if (!o->force)
         return err_set(-EPERM, "Use the --force option to perform a shrink operation.");
+    if (o->discard)
+        return 0;
     /* The cluster the new end falls in: what lies past the end must be zeros. */
     if (p->size & (cs - 1)) {
         struct qcow2_mapping m;
@@ -653,13 +656,43 @@ static int grow(struct qcow2 *q, const struct plan *p, struct amend_progress *pr
     /* Zeros over the longer backing file before the size makes them visible. */
     if (ret == 0 && p->zero_start < p->zero_end)
         ret = mark_zero(q, p->zero_start, p->zero_end, prog);
+    if (ret == 0 && p->zero_head) {
+        uint8_t *z = calloc(1, p->zero_head);
+        ret = z ? qcow2_write(q, p->old_size, z, p->zero_head) : -ENOMEM;
+        free(z);
+        if (ret == 0)
+            ret = qcow2_flush(q);
+    }
     if (ret == 0)
         ret = write_size(q, p->size);
     return ret;
 }
 
-static int shrink(struct qcow2 *q, const struct plan *p)
+/* Cut the file after its last cluster in use (refcounts on disk first). */
+static int truncate_tail(struct qcow2 *q)
 {
+    uint64_t fsize, c, rc = 0;
+    int ret = qcow2_flush(q);
+
+    if (ret == 0)
+        ret = qfile_size(q->file, &fsize);
+    if (ret < 0)
+        return ret;
+    for (c = ALIGN_UP(fsize, q->cluster_size) >> q->cluster_bits; c > 0 && rc == 0;) {
+        ret = qcow2_refcount_get(q, --c, &rc);
+        if (ret < 0)
+            return ret;
+        if (rc)
+            c++;
+    }
+    if (c && (c << q->cluster_bits) < fsize)
+        ret = qfile_truncate(q->file, c << q->cluster_bits);
+    return ret;
+}
+
+static int shrink(struct qcow2 *q, const struct plan *p, bool discard)
+{
+    const uint64_t cs = q->cluster_size;
     uint64_t first = qcow2_l1_entries_for(q->cluster_bits, q->extl2, p->size);
     uint64_t *dropped = NULL;
     uint32_t n = 0;
@@ -667,6 +700,11 @@ static int shrink(struct qcow2 *q, const struct plan *p)
 
     /* The size first: what lies past it is then out of the guest's reach. */
     ret = write_size(q, p->size);
+    if (ret == 0 && discard && ALIGN_UP(p->old_size, cs) > ALIGN_UP(p->size, cs))
+        ret = qcow2_discard(q, ALIGN_UP(p->size, cs),
+                            ALIGN_UP(p->old_size, cs) - ALIGN_UP(p->size, cs));
+    if (ret == 0 && discard && first >= q->l1_size)
+        ret = truncate_tail(q);
     if (ret < 0 || first >= q->l1_size)
         return ret;
     /* L2 tables wholly past the end hold no data (validate_shrink saw to
@@ -687,6 +725,8 @@ static int shrink(struct qcow2 *q, const struct plan *p)
     if (ret == 0)
         ret = qcow2_flush(q);
     free(dropped);
+    if (ret == 0 && discard)
+        ret = truncate_tail(q);
     return ret;
 }
 
@@ -898,7 +938,7 @@ int qcow2_amend(struct qcow2 *q, const struct qcow2_amend_opts *o)
         /* Persistent bitmaps follow the size (bitmap.h), as in qemu. */
         ret = qcow2_bitmaps_resize_begin(q);
         if (ret == 0)
-            ret = p.size > p.old_size ? grow(q, &p, &prog) : shrink(q, &p);
+            ret = p.size > p.old_size ? grow(q, &p, &prog) : shrink(q, &p, o->discard);
         if (ret == 0)
             ret = qcow2_bitmaps_resize_end(q, p.old_size);
         if (ret < 0)

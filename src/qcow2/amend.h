@@ -17,6 +17,10 @@ struct qcow2_amend_opts {
     uint32_t refcount_bits;     /* 0: keep; 1..64, a power of two */
     uint64_t size;              /* 0: keep; a multiple of 512 */
     bool force;                 /* allow shrinking the virtual size */
+    /* Shrinking deallocates what lies past the new end (qemu-img resize
+     * --shrink) rather than refusing when it holds data; then the file
+     * loses its unused tail. */
+    bool discard;
     /* Called now and then with 0..100 when set. */
     void (*progress)(void *opaque, double percent);
     void *opaque;

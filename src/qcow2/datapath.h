@@ -38,7 +38,8 @@ int qcow2_write_compressed_run(struct qcow2 *q, uint64_t off, const struct qcow2
 /*
  * Make the whole clusters of [off, off+len) unallocated, so that reads fall
  * through to the backing file (qemu's full discard; commit empties the top
- * image with it). Partial clusters at either end are left alone, except the
+ * image with it; resize --shrink frees what lies past the new end). Tables
+ * shared with a snapshot are copied first. Partial clusters at either end are left alone, except the
  * image's last cluster when the range reaches the end. References are
  * dropped only after the L2 tables no longer hold them.
  */

@@ -555,12 +555,15 @@ int qcow2_discard(struct qcow2 *q, uint64_t off, uint64_t len)
     b = ALIGN_DOWN(end, cs);
     for (uint64_t pos = a; ret == 0 && pos < b;) {
         uint64_t n = MIN(b - pos, ALIGN_DOWN(pos, table_span(q)) + table_span(q) - pos);
+        /* Nothing to do for a range past the L1 table. */
+        if (qcow2_l1_index(q, pos) >= q->l1_size)
+            break;
         ret = zero_in_table(q, pos, n, &d, true);
         pos += n;
     }
     r = drops_apply(q, &d);
     drops_free(&d);
-    return ret ? ret : r;
+    return ret < 0 ? ret : r;
 }
 
 /* ---- compressed clusters ---------------------------------------------- */

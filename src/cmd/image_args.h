@@ -1,0 +1,33 @@
+/*
+ * image_args.h - what resize, measure and dd share for naming an input
+ * image as qemu-img does: --object secret,... (in command-line order),
+ * --image-opts, -f, and the open that uses them.
+ *
+ * Owns: the secret store of one command run. Must not: touch image bytes.
+ */
+#ifndef QIMG_CMD_IMAGE_ARGS_H
+#define QIMG_CMD_IMAGE_ARGS_H
+
+#include <stdbool.h>
+
+#include "../block/block.h"
+#include "../util/secret.h"
+
+struct image_args {
+    struct secret_store secrets;
+    int image_opts;             /* --image-opts (a popt flag) */
+};
+
+/* Add one --object; prints qemu-img's error (or the help it asks for)
+ * and returns -1 (help printed: 1), else 0. */
+int image_args_object(struct image_args *a, const char *arg);
+/*
+ * Open name (a file name, or with --image-opts an option string) as fmt
+ * (NULL: probe) with flags; prints qemu-img's error and returns -1 on
+ * failure. *probed_raw says the format was guessed as raw.
+ */
+int image_args_open(struct image_args *a, struct blk **b, const char *name, const char *fmt,
+                    int flags, bool *probed_raw);
+void image_args_free(struct image_args *a);
+
+#endif
