@@ -2,17 +2,6 @@
 # encrypted images, qemu-io and qemu-img convert with a secret, and the
 # offsets of the LUKS header inside an image.
 
-# qemu-img create for LUKS measures PBKDF2 speed and, on a busy machine,
-# now and then fails with "Unable to get accurate CPU usage": try again.
-qcreate() {
-    local i
-    for i in 1 2 3 4; do
-        qemu-img create -q -f qcow2 "$@" 2>qcreate.err && return 0
-        grep -q 'accurate CPU usage' qcreate.err || { cat qcreate.err >&2; return 1; }
-    done
-    return 1
-}
-
 # qio IMAGE PASS CMD...: qemu-io on an encrypted image.
 qio() {
     local img=$1 pass=$2

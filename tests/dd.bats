@@ -90,7 +90,7 @@ same() {
 
 @test "the last if= and of= count, and an encrypted input opens with its key" {
     same if=in.raw of=x1 if=in.qcow2
-    qemu-img create -q -f qcow2 --object secret,id=s0,data=pw \
+    qcreate --object secret,id=s0,data=pw \
         -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 c.qcow2 1M
     qemu-io --object secret,id=s0,data=pw --image-opts -c 'write -P 9 0 1M' \
         driver=qcow2,file.filename=c.qcow2,encrypt.key-secret=s0 >/dev/null

@@ -65,3 +65,15 @@ release_image() {
     fi
     HOLD_PID=
 }
+
+# qemu-img create for LUKS measures PBKDF2 speed and, on a busy machine,
+# now and then fails with "Unable to get accurate CPU usage": try again.
+# qcreate ARGS...: qemu-img create -q -f qcow2 ARGS, retried.
+qcreate() {
+    local i
+    for i in 1 2 3 4; do
+        qemu-img create -q -f qcow2 "$@" 2>qcreate.err && return 0
+        grep -q 'accurate CPU usage' qcreate.err || { cat qcreate.err >&2; return 1; }
+    done
+    return 1
+}
