@@ -19,7 +19,6 @@
  * Must not: write to an input, or leave behind an output it created when
  * it fails.
  */
-#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,6 +26,7 @@
 
 #include "bitmap_copy.h"
 #include "convert.h"
+#include "image_args.h"
 #include "create.h"
 
 enum {
@@ -54,19 +54,11 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_IMAGE_OPTS: c->image_opts = true; break;
     case OPT_TARGET_IMAGE_OPTS: c->target_image_opts = true; break;
     case OPT_OBJECT: {
-        const char *text;
-        int ret;
-        if (secret_object_help(arg, &text)) {
-            fputs(text, stdout);
+        int ret = cmd_secret_object(&c->secrets, arg);
+        if (ret > 0)
             c->object_help = true;
-            free((char *)arg);
-            return 0;
-        }
-        ret = secret_object_add(&c->secrets, arg);
-        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
-        free((char *)arg);
         if (ret < 0)
-            return error("%s", err_msg(ret)), -1;
+            return -1;
         break;
     }
     case OPT_FMT: c->fmt = arg; break;

@@ -13,13 +13,13 @@
  * making of the image are create_opts.c (shared with convert); the qcow2
  * layout is src/qcow2/create.c.
  */
-#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../block/block.h"
 #include "cmd.h"
+#include "image_args.h"
 #include "create.h"
 
 /* popt hands each option argument over to us: the strings are ours to free. */
@@ -53,21 +53,11 @@ static int on_opt(int val, const char *arg, void *ctx)
 
     switch (val) {
     case 'O': {
-        const char *text;
-        int ret;
-        if (secret_object_help(arg, &text)) {
-            fputs(text, stdout);
+        int ret = cmd_secret_object(&a->secrets, arg);
+        if (ret > 0)
             a->object_help = true;
-            free((char *)arg);
-            return 0;
-        }
-        ret = secret_object_add(&a->secrets, arg);
-        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
-        free((char *)arg);
-        if (ret < 0) {
-            error("%s", err_msg(ret));
+        if (ret < 0)
             return -1;
-        }
         break;
     }
     case 'q': a->quiet = true; break;

@@ -5,24 +5,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "cmd.h"
 #include "image_args.h"
 
-int image_args_object(struct image_args *a, const char *arg)
+int cmd_secret_object(struct secret_store *s, const char *arg)
 {
     const char *text;
-    int ret;
+    int ret = 0;
 
-    if (secret_object_help(arg, &text)) {
-        fputs(text, stdout);
-        return 1;
-    }
-    ret = secret_object_add(&a->secrets, arg);
-    if (ret < 0) {
-        error("%s", err_msg(ret));
-        return -1;
-    }
-    return 0;
+    if (secret_object_help(arg, &text))
+        fputs(text, stdout), ret = 1;
+    else if ((ret = secret_object_add(s, arg)) < 0)
+        error("%s", err_msg(ret)), ret = -1;
+    OPENSSL_cleanse((char *)arg, strlen(arg));
+    free((char *)arg);
+    return ret;
+}
+
+int image_args_object(struct image_args *a, const char *arg)
+{
+    return cmd_secret_object(&a->secrets, arg);
 }
 
 int image_args_open(struct image_args *a, struct blk **b, const char *name, const char *fmt,

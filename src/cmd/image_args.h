@@ -18,8 +18,14 @@ struct image_args {
     int image_opts;             /* --image-opts (a popt flag) */
 };
 
-/* Add one --object; prints qemu-img's error (or the help it asks for)
- * and returns -1 (help printed: 1), else 0. */
+/*
+ * One --object ARG for any command: "help" prints the object types (returns
+ * 1); else the secret is added to s, or qemu-img's error printed (-1).
+ * Takes ARG (popt's copy): it is wiped, since it may hold data=PASSPHRASE,
+ * and freed.
+ */
+int cmd_secret_object(struct secret_store *s, const char *arg);
+/* cmd_secret_object into a's store. */
 int image_args_object(struct image_args *a, const char *arg);
 /*
  * Open name (a file name, or with --image-opts an option string) as fmt

@@ -15,7 +15,6 @@
  * Owns: the info command. Must not: write to any image.
  */
 #include <inttypes.h>
-#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,6 +24,7 @@
 #include "../util/secret.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
+#include "image_args.h"
 
 /* ---- a tree of values --------------------------------------------------- */
 
@@ -592,19 +592,10 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'U': a->force_share = true; break;
     case 'i': a->image_opts = true; break;
     case 'O': {
-        const char *text;
-        int ret = 0;
-        if (secret_object_help(arg, &text)) {
-            fputs(text, stdout);
+        int ret = cmd_secret_object(&a->secrets, arg);
+        if (ret > 0)
             a->object_help = true;
-        } else if ((ret = secret_object_add(&a->secrets, arg)) < 0) {
-            error("%s", err_msg(ret));
-        }
-        OPENSSL_cleanse((char *)arg, strlen(arg));      /* it may hold data=... */
-        free((char *)arg);
-        if (ret < 0)
-            return -1;
-        break;
+        return ret < 0 ? -1 : 0;
     }
     }
     return 0;
