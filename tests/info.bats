@@ -181,3 +181,11 @@ same_json_text() {
     run -0 qimg info --force-share --output=json l.qcow2
     release_image
 }
+
+@test "--object help lists the object types and needs no file, as qemu-img" {
+    run -0 qimg info --object help
+    assert_line --index 0 "$(qemu-img info --object help | head -1)"
+    assert_line --index 1 "  secret"
+    run -1 qimg info
+    assert_line --index 0 "qimg: Expecting one image file name"
+}

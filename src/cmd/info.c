@@ -628,7 +628,7 @@ int cmd_info(int argc, const char **argv)
         .opts = info_popt,
         .on_opt = on_opt,
         .ctx = &a,
-        .min_args = 1,
+        .min_args = 0,          /* --object help needs no file */
         .max_args = -1,
     };
     struct val *list = NULL;
@@ -648,17 +648,17 @@ int cmd_info(int argc, const char **argv)
         error("--image-opts and --format are mutually exclusive");
         goto out;
     }
+    if (nargs != 1) {
+        error("Expecting one image file name");
+        fprintf(stderr, "Try '%s info --help' for more information.\n", qimg_progname);
+        goto out;
+    }
     if (a.image_opts) {
         int ret = imageopts_parse(args[0], &io);
         if (ret < 0) {
             cmd_open_error(args[0], ret);
             goto out;
         }
-    }
-    if (nargs > 1) {
-        error("Expecting one image file name");
-        fprintf(stderr, "Try '%s info --help' for more information.\n", qimg_progname);
-        goto out;
     }
     json = cmd_output_format(a.output);
     if (json < 0)
