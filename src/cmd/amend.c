@@ -201,26 +201,6 @@ static int check_values(struct opts *o, const struct qcow2 *q, struct qcow2_amen
     return 0;
 }
 
-/* qemu-img's rule: no empty element (",," stands for a comma). */
-static bool valid_option_list(const char *s)
-{
-    size_t len = 0;
-
-    for (; *s; s++) {
-        if (*s == ',' && s[1] == ',') {
-            s++;
-            len++;
-        } else if (*s == ',') {
-            if (!len)
-                return false;
-            len = 0;
-        } else {
-            len++;
-        }
-    }
-    return len > 0;
-}
-
 static bool wants_help(const struct opts *o)
 {
     for (size_t i = 0; i < o->n; i++)
@@ -243,7 +223,7 @@ static int join_options(char **list, char **out)
 
     *out = NULL;
     for (char **p = list; p && *p; p++) {
-        if (!valid_option_list(*p))
+        if (!opts_valid_list(*p))
             return error("Invalid option list: %s", *p);
         n += strlen(*p) + 1;
     }

@@ -79,7 +79,7 @@ static int on_opt(int val, const char *arg, void *ctx)
         /* Several -o add up, as in qemu-img. */
         size_t a = c->optstr ? strlen(c->optstr) : 0;
         char *s;
-        if (!create_valid_option_list(arg))
+        if (!opts_valid_list(arg))
             return error("Invalid option list: %s", arg), -1;
         s = realloc(c->optstr, a + strlen(arg) + 2);
         if (!s)

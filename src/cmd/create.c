@@ -67,7 +67,7 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'F': free(a->backing_fmt); a->backing_fmt = (char *)arg; break;
     case 'o': {
         char *n;
-        if (!create_valid_option_list(arg)) {
+        if (!opts_valid_list(arg)) {
             error("Invalid option list: %s", arg);
             free((char *)arg);
             return -1;

@@ -44,8 +44,6 @@ struct create_req {
     struct oval v[O_COUNT];
 };
 
-/* qemu-img's is_valid_option_list() for one -o argument. */
-bool create_valid_option_list(const char *s);
 /* F_QCOW2, F_RAW, or 0 for a format qimg cannot create. */
 int create_format_bits(const char *fmt);
 /* qemu-img's "-o help" (filename NULL: without the protocol's options). */

@@ -76,23 +76,6 @@ static const char *const qemu_drivers[] = {
     "vhdx", "vmdk", "vpc", "vvfat",
 };
 
-/* qemu-img's is_valid_option_list(). */
-bool create_valid_option_list(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (!n || s[0] == ',')
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == ',') {
-            if (s[i + 1] == ',')
-                i++;
-            else if (!s[i + 1])
-                return false;
-        }
-    return true;
-}
-
 int create_format_bits(const char *fmt)
 {
     if (!strcmp(fmt, "qcow2"))

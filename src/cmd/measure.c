@@ -171,26 +171,6 @@ static enum ktype key_type(const char *k)
     return K_STR;
 }
 
-/* qemu's option list syntax: no empty element (",," is a comma). */
-static bool valid_list(const char *s)
-{
-    size_t len = 0;
-
-    for (; *s; s++) {
-        if (*s == ',' && s[1] == ',') {
-            s++;
-            len++;
-        } else if (*s == ',') {
-            if (!len)
-                return false;
-            len = 0;
-        } else {
-            len++;
-        }
-    }
-    return len > 0;
-}
-
 /* Syntax: every key known to the format, every value of its type. */
 static int parse_syntax(struct opts *o, const char *fmt)
 {
@@ -458,7 +438,7 @@ int cmd_measure(int argc, const char **argv)
     }
     file = nargs ? args[0] : NULL;
     for (char **p = olist; p && *p; p++)
-        if (!valid_list(*p)) {
+        if (!opts_valid_list(*p)) {
             error("Invalid option list: %s", *p);
             goto out;
         }

@@ -133,3 +133,20 @@ int parse_bool(const char *s, bool *out)
     }
     return -EINVAL;
 }
+
+/* qemu-img's is_valid_option_list(). */
+bool opts_valid_list(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (!n || s[0] == ',')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ',') {
+            if (s[i + 1] == ',')
+                i++;
+            else if (!s[i + 1])
+                return false;
+        }
+    return true;
+}

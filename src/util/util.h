@@ -129,6 +129,9 @@ bool opts_has(struct opts *o, const char *key);
 /* First key nobody asked for, or NULL. */
 const char *opts_unused(const struct opts *o);
 void opts_free(struct opts *o);
+/* qemu-img's is_valid_option_list(): no empty list, no leading or lone
+ * trailing comma (",," is a comma). */
+bool opts_valid_list(const char *s);
 /* on/off/true/false/yes/no; -EINVAL otherwise. */
 int parse_bool(const char *s, bool *out);
 
