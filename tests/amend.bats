@@ -38,13 +38,7 @@ rich() {
         -c 'write -z 3M 64k' "$img" >/dev/null
 }
 
-# The p_* helpers run in a plain bash through plain(): Bats traces every
-# command a test runs itself, which makes their loops many times slower.
-plain() {
-    QIMG_BIN=$QIMG_BIN AMEND_ARGS=${AMEND_ARGS:-} /bin/bash -c \
-        "$(declare -f p_layers p_same_layers p_prefix_layers p_messages crash_loop); \"\$@\"" - "$@"
-}
-
+# The p_* helpers run in a plain bash through plain() (helpers.bash).
 # layers IMG DIR: the active layer and every snapshot, as raw files.
 p_layers() {
     mkdir -p "$2"
