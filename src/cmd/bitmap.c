@@ -99,7 +99,7 @@ static int on_opt(int val, const char *arg, void *p)
         struct action *n = realloc(c->acts, (c->nacts + 1) * sizeof(*n));
         if (!n) {
             free((char *)arg);
-            return error("%s", strerror(ENOMEM));
+            return error("%s", strerror(ENOMEM)), -1;
         }
         c->acts = n;
         c->acts[c->nacts].act = a;
