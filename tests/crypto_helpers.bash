@@ -118,3 +118,14 @@ object_help() {
     ! comm -13 <(sort <<<"$q") <(sort <<<"$i") | grep . >&2 ||
         { echo "qimg $1 --object help lists what qemu-img does not" >&2; return 1; }
 }
+
+# luks_chain DIR: DIR/top.qcow2, a LUKS overlay (luks_fixture) with data of
+# its own, over DIR/base.qcow2 (plain, with data).
+luks_chain() {
+    mkdir -p "$1"
+    qemu-img create -q -f qcow2 "$1/base.qcow2" 4M
+    qemu-io -c 'write -P 1 0 2M' -c 'write -P 4 3M 64k' "$1/base.qcow2" >/dev/null
+    luks_fixture "$1/top.qcow2"
+    qemu-img rebase -u "${SEC[@]}" -b base.qcow2 -F qcow2 --image-opts "$(io "$1/top.qcow2")"
+    qio "$1/top.qcow2" pw 'write -P 3 1M 64k' 'write -z 3M 64k' >/dev/null
+}
