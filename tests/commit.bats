@@ -192,7 +192,6 @@ per_cluster() {
     luks_chain fx
     o=$(io top.qcow2)
     same_cmd commit --image-opts "$o"
-    same_cmd commit --object secret,id=sec0,data=bad --image-opts "$o"
     same_cmd commit "${SEC[@]}" -f qcow2 --image-opts "$o"
     same_cmd commit "${SEC[@]}" -b none.qcow2 --image-opts "$o"
     same_cmd commit "${SEC[@]}" --image-opts driver=qcow2,file.filename=base.qcow2

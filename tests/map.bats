@@ -199,7 +199,6 @@ make_chain() {
     o=$(io e.qcow2)
     same_cmd map --output=json --image-opts "$o"
     same_cmd map --output=json --object secret,id=sec0,data=bad --image-opts "$o"
-    same_cmd map --output=json --object secret,id=sec0,data=pw,file=x --image-opts "$o"
     same_cmd map "${SEC[@]}" -f qcow2 --image-opts "$o"
     object_help map
 }

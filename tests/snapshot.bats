@@ -740,7 +740,6 @@ crash_at() {
     o=$(io e.qcow2)
     same_cmd snapshot -l --image-opts "$o"
     same_cmd snapshot --object secret,id=sec0,data=bad -c s1 --image-opts "$o"
-    same_cmd snapshot --object secret,id=sec0,file=none -l --image-opts "$o"
     same_cmd snapshot "${SEC[@]}" -U -c s1 --image-opts "$o"
     object_help snapshot
     # (qemu-img snapshot has no -f; qimg's is refused with --image-opts)
