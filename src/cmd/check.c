@@ -229,7 +229,10 @@ static int on_opt(int val, const char *arg, void *ctx)
 
     switch (val) {
     case OPT_QUIET: a->quiet = true; break;
-    case OPT_FORMAT: a->fmt = arg; break;
+    case OPT_FORMAT:
+        free((char *)a->fmt);
+        a->fmt = arg;
+        break;
     case OPT_OUTPUT: {
         int j = cmd_output_format(arg);
         if (j < 0)
@@ -294,19 +297,17 @@ int cmd_check(int argc, const char **argv)
 
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
     if (ret) {
-        image_args_free(&ia);
-        return ret > 0 ? 0 : 1;
-    }
-    if (nargs != 1) {
-        cmd_done(pc);
-        image_args_free(&ia);
+        ret = ret > 0 ? 0 : 1;
+    } else if (nargs != 1) {
         error("Expecting one image file name");
         fprintf(stderr, "Try '%s check --help' for more information.\n", qimg_progname);
-        return 1;
+        ret = 1;
+    } else {
+        a.file = args[0];
+        ret = check_run(&a);
     }
-    a.file = args[0];
-    ret = check_run(&a);
     cmd_done(pc);
     image_args_free(&ia);
+    free((char *)a.fmt);
     return ret;
 }
