@@ -1,8 +1,9 @@
 /*
  * compare.c - `qimg compare`: do two images (through their backing chains)
  * read the same? Messages and exit codes are qemu-img 7.2's: 0 identical,
- * 1 different, 2 an image cannot be opened, 3 block status failed, 4 a
- * read failed.
+ * 1 different, 2 an image cannot be opened (or an --object was refused), 3
+ * block status failed, 4 a read failed. With --image-opts both images are
+ * option strings, opened with the secrets of --object.
  *
  * Fast on sparse images: the allocation status of both images is asked
  * first, range by range; ranges that read as zeros in both are skipped
