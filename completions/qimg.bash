@@ -232,6 +232,39 @@ _qimg_add_bitmaps() {
     done <<<"$out"
 }
 
+# Is the option $1 a word of the line (before any "--"), other than the
+# one at the cursor?
+_qimg_line_has() {
+    local i
+    for ((i = 2; i < ${#_qimg_w[@]}; i++)); do
+        ((i == _qimg_cw)) && continue
+        [[ ${_qimg_w[i]} == -- ]] && return 1
+        [[ ${_qimg_w[i]} == "$1" ]] && return 0
+    done
+    return 1
+}
+
+# The file that the image argument $1 names: with --image-opts on the line,
+# the file.filename of the option string (",," is a comma in it), else the
+# argument itself.
+_qimg_image_file() {
+    local w=$1 item file='' items=()
+    if ! _qimg_line_has --image-opts; then
+        printf '%s\n' "$w"
+        return
+    fi
+    w=${w//,,/$'\1'}
+    IFS=, read -ra items <<<"$w"
+    for item in "${items[@]}"; do
+        if [[ $item == file.filename=* ]]; then
+            file=${item#file.filename=}
+        fi
+    done
+    if [[ $file ]]; then
+        printf '%s\n' "${file//$'\1'/,}"
+    fi
+}
+
 # The image a snapshot option refers to: the last name on the line (the
 # FILE of "qimg snapshot"); for "convert -l", the first input.
 _qimg_image() {
@@ -239,9 +272,9 @@ _qimg_image() {
     mapfile -t names < <(_qimg_positionals "$cmd")
     ((${#names[@]})) || return 0
     if [[ $cmd == convert ]]; then
-        printf '%s\n' "${names[0]}"
+        _qimg_image_file "${names[0]}"
     else
-        printf '%s\n' "${names[-1]}"
+        _qimg_image_file "${names[-1]}"
     fi
 }
 
@@ -274,6 +307,39 @@ _qimg_secret_ids() {
             printf '%s\n' "${BASH_REMATCH[1]}"
         fi
     done
+}
+
+# Complete an --image-opts option string, "driver=qcow2,file.filename=
+# PATH,encrypt.key-secret=ID": after the last comma a key, after its '='
+# the values of that key (file names, the secrets defined on the line).
+_qimg_complete_image_opts() {
+    local cur=$1 head='' item=$1 key val k ids files
+    if [[ $cur == *,* ]]; then
+        head=${cur%,*},
+        item=${cur##*,}
+    fi
+    if [[ $item != *=* ]]; then
+        for k in driver= file.filename= encrypt.key-secret= encrypt.format=; do
+            [[ ,$head == *,"$k"* ]] || _qimg_add "$head" "$item" "$k"
+        done
+        _qimg_nospace=1
+        return
+    fi
+    key=${item%%=*} val=${item#*=}
+    head+="$key="
+    case $key in
+        driver) _qimg_add "$head" "$val" qcow2 raw ;;
+        encrypt.format) _qimg_add "$head" "$val" luks aes ;;
+        encrypt.key-secret)
+            mapfile -t ids < <(_qimg_secret_ids)
+            _qimg_add "$head" "$val" "${ids[@]}"
+            ;;
+        file.filename)
+            mapfile -t files < <(compgen -f -- "$val")
+            _qimg_add "$head" "" "${files[@]}"
+            _qimg_files=1
+            ;;
+    esac
 }
 
 # Complete the value of -o: "key=value,key=value,...".  After the last
@@ -383,7 +449,7 @@ _qimg_complete_cmd() {
         bitmap:--merge)
             local names
             mapfile -t names < <(_qimg_positionals "$cmd")
-            _qimg_add_bitmaps "${names[0]}" "$cur"
+            _qimg_add_bitmaps "$(_qimg_image_file "${names[0]}")" "$cur"
             return
             ;;
         snapshot:-c | *:-S | *:-m | bitmap:-g | map:-s | map:-l | map:--start-offset | map:--max-length | measure:--size)
@@ -454,9 +520,21 @@ _qimg_complete_cmd() {
         local names
         mapfile -t names < <(_qimg_positionals "$cmd")
         if ((${#names[@]})); then
-            _qimg_add_bitmaps "${names[0]}" "$cur"
+            _qimg_add_bitmaps "$(_qimg_image_file "${names[0]}")" "$cur"
             return
         fi
+    fi
+
+    # With --image-opts the image is an option string (convert's output
+    # may still be a file name; rebase -b and the like stay file names).
+    _qimg_value_options "$cmd"
+    if _qimg_line_has --image-opts && [[ " ${_qimg_argopts[*]} " != *" $prev "* ]]; then
+        _qimg_complete_image_opts "$cur"
+        if [[ $cmd == convert && $cur != *[=,]* ]]; then
+            mapfile -t -O "${#_qimg_c[@]}" _qimg_c < <(compgen -f -- "$cur")
+            _qimg_files=1
+        fi
+        return
     fi
 
     # Anything else is a file.

@@ -4,6 +4,7 @@
 # every refusal prints qemu-img's message (where it has one) and leaves the
 # file byte-identical; a crash after any write leaves only leaks.
 load helpers
+load crypto_helpers
 
 # One rich image (and its layers) for the tests that only read it first.
 setup_file() {
@@ -502,4 +503,32 @@ crash_loop() {
     qemu-img snapshot -c s1 t.qcow2
     layers t.qcow2 ref
     crash_each t.qcow2 ref -o size=5M
+}
+
+@test "an encrypted image named by --image-opts is amended as qemu-img amend does" {
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    qio fx/e.qcow2 pw 'write -P 3 0 200k' >/dev/null
+    same_cmd amend "${SEC[@]}" -o lazy_refcounts=on,size=6M --image-opts "$(io e.qcow2)"
+    [ "$(info a/e.qcow2 '."virtual-size"')" = "$(info b/e.qcow2 '."virtual-size"')" ]
+    [ "$(info b/e.qcow2 '."format-specific".data."lazy-refcounts"')" = true ]
+    qemu-img check -q "${SEC[@]}" --image-opts "$(io b/e.qcow2)"
+    qconvert a/e.qcow2 pw a.raw
+    qconvert b/e.qcow2 pw b.raw
+    cmp a.raw b.raw
+    same_cmd amend "${SEC[@]}" -o help --image-opts "$(io e.qcow2)"
+    same_cmd amend "${SEC[@]}" -o help -f qcow2 --image-opts "$(io e.qcow2)"
+}
+
+@test "a missing secret, or -f with --image-opts, fail as in qemu-img amend" {
+    local o
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    o=$(io e.qcow2)
+    same_cmd amend -o lazy_refcounts=on --image-opts "$o"
+    same_cmd amend -o help --image-opts "$o"
+    same_cmd amend "${SEC[@]}" -f qcow2 -o lazy_refcounts=on --image-opts "$o"
+    cmp fx/e.qcow2 b/e.qcow2
+    same_cmd amend "${SEC[@]}" -o lazy_refcounts=on --image-opts driver=raw,file.filename=e.qcow2
+    object_help amend
 }

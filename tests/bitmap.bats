@@ -5,6 +5,7 @@
 # --list, info and check of images with bitmaps, guest writes that keep
 # enabled bitmaps right, convert --bitmaps, and the commands that refuse.
 load helpers
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -515,4 +516,32 @@ EOF
     run -0 qimg amend --force -o size=4000k m.qcow2
     same_bitmaps q.qcow2 m.qcow2
     clean m.qcow2
+}
+
+@test "bitmaps of an encrypted image named by --image-opts, as qemu-img bitmap" {
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    img fx/src.qcow2 4M
+    qemu-img bitmap --add fx/src.qcow2 s0
+    wr fx/src.qcow2 1M 200k
+    same_cmd bitmap "${SEC[@]}" --add -g 128k --image-opts "$(io e.qcow2)" b0
+    same_bitmaps a/e.qcow2 b/e.qcow2
+    cp b/e.qcow2 fx/e.qcow2
+    same_cmd bitmap "${SEC[@]}" --merge s0 -b src.qcow2 --disable --image-opts "$(io e.qcow2)" b0
+    same_bitmaps a/e.qcow2 b/e.qcow2
+    run -0 qimg bitmap --list "${SEC[@]}" --image-opts "$(io b/e.qcow2)"
+    assert_output "$(qimg bitmap --list b/e.qcow2)"
+    qemu-img check -q "${SEC[@]}" --image-opts "$(io b/e.qcow2)"
+}
+
+@test "a missing or wrong secret, or -f with --image-opts, fail as in qemu-img bitmap" {
+    local o
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    o=$(io e.qcow2)
+    same_cmd bitmap --add --image-opts "$o" b0
+    same_cmd bitmap --object secret,id=sec0,data=bad --add --image-opts "$o" b0
+    same_cmd bitmap "${SEC[@]}" --add -f qcow2 --image-opts "$o" b0
+    cmp fx/e.qcow2 b/e.qcow2
+    object_help bitmap
 }

@@ -5,6 +5,7 @@
 # repair.bats and repair-tables.bats.
 load helpers
 load corrupt
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -237,4 +238,28 @@ on_screen() { sed 's/\r*$//; s/.*\r//'; }
     assert_equal "$stderr" ""
     run -0 qimg check --help
     assert_line --regexp '^  -p, --progress +show a progress bar'
+}
+
+@test "--object and --image-opts check an encrypted image as qemu-img check does" {
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    qio fx/e.qcow2 pw 'write -P 7 0 300k' >/dev/null
+    same_cmd check "${SEC[@]}" --image-opts "$(io e.qcow2)"
+    same_cmd check "${SEC[@]}" --output=json --image-opts "$(io e.qcow2)"
+    same_cmd check "${SEC[@]}" -r all --image-opts "$(io e.qcow2)"
+}
+
+@test "a missing or wrong secret, -f or -U -r with --image-opts fail as in qemu-img check" {
+    local o
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    o=$(io e.qcow2)
+    same_cmd check --image-opts "$o"
+    same_cmd check --object secret,id=sec0,data=bad --image-opts "$o"
+    same_cmd check --object secret,id=sec0 --image-opts "$o"
+    same_cmd check "${SEC[@]}" -f qcow2 --image-opts "$o"
+    same_cmd check "${SEC[@]}" -U -r all --image-opts "$o"
+    same_cmd check --image-opts driver=qcow2,file.filename=none.qcow2
+    same_cmd check --image-opts e.qcow2
+    object_help check
 }

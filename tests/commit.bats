@@ -5,6 +5,7 @@
 # allocation map of the emptied overlay, and images `qemu-img check` finds
 # clean. A commit killed at any write leaves the guest content as it was.
 load helpers
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -169,4 +170,30 @@ per_cluster() {
     [ $kills -gt 0 ] || fail "the commit never wrote"
     qemu-img convert -O raw top.qcow2 now.raw
     cmp now.raw before.raw
+}
+
+@test "an encrypted overlay named by --image-opts is committed as qemu-img commits it" {
+    local d
+    luks_chain fx
+    same_cmd commit "${SEC[@]}" --image-opts "$(io top.qcow2)"
+    for d in a b; do
+        qemu-img convert -O raw $d/base.qcow2 $d-base.raw
+        qconvert $d/top.qcow2 pw $d-top.raw
+    done
+    cmp a-base.raw b-base.raw
+    cmp a-top.raw b-top.raw
+    qemu-img check -q "${SEC[@]}" --image-opts "$(io b/top.qcow2)"
+    same_cmd commit "${SEC[@]}" -d -b base.qcow2 --image-opts "$(io top.qcow2)"
+    cmp fx/top.qcow2 b/top.qcow2
+}
+
+@test "--image-opts: the key is needed, -f refused, FILE named by its option string" {
+    local o
+    luks_chain fx
+    o=$(io top.qcow2)
+    same_cmd commit --image-opts "$o"
+    same_cmd commit "${SEC[@]}" -f qcow2 --image-opts "$o"
+    same_cmd commit "${SEC[@]}" -b none.qcow2 --image-opts "$o"
+    same_cmd commit "${SEC[@]}" --image-opts driver=qcow2,file.filename=base.qcow2
+    object_help commit
 }

@@ -4,6 +4,7 @@
 # compressed clusters, v2 and v3 images and raw files; it never writes, and
 # it does not read what allocation says cannot differ.
 load helpers
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -167,4 +168,31 @@ make_chain() {
     run -0 qimg compare -q b.qcow2 c.raw
     elapsed=$((($(date +%s%N) - start) / 1000000))
     [ "$elapsed" -lt 10000 ] || fail "took ${elapsed} ms"
+}
+
+@test "encrypted images named by --image-opts compare as in qemu-img compare" {
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    qio fx/e.qcow2 pw 'write -P 1 0 1M' >/dev/null
+    cp fx/e.qcow2 fx/f.qcow2
+    same_cmd compare "${SEC[@]}" --image-opts "$(io e.qcow2)" "$(io f.qcow2)"
+    qio fx/f.qcow2 pw 'write -P 2 700k 1k' >/dev/null
+    same_cmd compare "${SEC[@]}" --image-opts "$(io e.qcow2)" "$(io f.qcow2)"
+    same_cmd compare "${SEC[@]}" -s --image-opts "$(io e.qcow2)" "$(io e.qcow2)"
+    qconvert fx/e.qcow2 pw fx/e.raw
+    same_cmd compare "${SEC[@]}" --image-opts "$(io e.qcow2)" driver=raw,file.filename=e.raw
+}
+
+@test "a missing or wrong secret, -F with --image-opts, a bad --object: qemu-img compare's exit codes" {
+    local o
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    o=$(io e.qcow2)
+    same_cmd compare --image-opts "$o" "$o"
+    same_cmd compare --object secret,id=sec0,data=bad --image-opts "$o" "$o"
+    same_cmd compare "${SEC[@]}" -F qcow2 --image-opts "$o" "$o"
+    same_cmd compare "${SEC[@]}" --image-opts "$o" e.qcow2
+    same_cmd compare --object secret,id=sec0 --image-opts "$o" "$o"
+    same_cmd compare "${SEC[@]}" e.qcow2 e.qcow2
+    object_help compare
 }

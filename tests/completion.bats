@@ -557,3 +557,54 @@ EOF
     complete_line "qimg commit -b base"
     assert_reply base1.qcow2
 }
+
+@test "check, snapshot, amend, map, compare, rebase, commit and bitmap offer --object and --image-opts" {
+    [ -x ./qimg ] || skip "binary not built"
+    local c
+    for c in check snapshot amend map compare rebase commit bitmap; do
+        complete_line "./qimg $c --"
+        assert_offers --object= --image-opts
+    done
+    complete_line "./qimg rebase --object "
+    assert_reply secret,id=
+}
+
+@test "after --image-opts the image is an option string: keys, values, files, secret ids" {
+    [ -x ./qimg ] || skip "binary not built"
+    cd "$BATS_TEST_TMPDIR"
+    touch disk.qcow2 other.qcow2
+    complete_line "$TOP/qimg check --image-opts "
+    assert_reply driver= file.filename= encrypt.key-secret= encrypt.format=
+    complete_line "$TOP/qimg map --image-opts driver=q"
+    assert_reply qcow2
+    complete_line "$TOP/qimg compare --image-opts driver=qcow2,file.filename=d"
+    assert_reply disk.qcow2
+    complete_line "$TOP/qimg commit --object secret,id=k0,data=x --image-opts driver=qcow2,file.filename=disk.qcow2,encrypt.key-secret="
+    assert_reply k0
+    # -b of rebase stays a file name
+    complete_line "$TOP/qimg rebase --image-opts driver=qcow2,file.filename=disk.qcow2 -b o"
+    assert_reply other.qcow2
+}
+
+@test "snapshot names come from the file of an --image-opts string" {
+    make_fake_json_snapshots
+    complete_line "$FAKE snapshot --image-opts -a " " driver=qcow2,file.filename=disk.qcow2,encrypt.key-secret=s"
+    assert_reply s1 'before\ upgrade'
+    run cat "$BATS_TEST_TMPDIR/calls"
+    assert_line "snapshot -l --output=json disk.qcow2"
+}
+
+@test "the zsh completion completes --image-opts strings and their bitmaps" {
+    command -v zsh >/dev/null || skip "zsh is not installed"
+    [ -x ./qimg ] || skip "binary not built"
+    zsh_complete qimg check --image-opts ''
+    assert_output "compadd | -S = -q -- driver file.filename encrypt.key-secret encrypt.format"
+    zsh_complete qimg map --object secret,id=k0,data=x --image-opts driver=qcow2,encrypt.key-secret=
+    assert_output "compadd driver=qcow2,encrypt.key-secret=| k0"
+    zsh_complete qimg rebase --image-opts -b ''
+    assert_output "_files"
+    qemu-img create -q -f qcow2 "$BATS_TEST_TMPDIR/d.qcow2" 1M
+    qemu-img bitmap --add "$BATS_TEST_TMPDIR/d.qcow2" backup0
+    zsh_complete ./qimg bitmap --remove --image-opts "driver=qcow2,file.filename=$BATS_TEST_TMPDIR/d.qcow2" ''
+    assert_output "compadd | -X bitmap backup0"
+}

@@ -3,6 +3,7 @@
 # character for character, over backing chains, zero and compressed
 # clusters, v2 and v3 images; it exits as qemu-img does and never writes.
 load helpers
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -177,4 +178,27 @@ make_chain() {
     same_map sparse.qcow2
     run -0 qimg map --output=json sparse.qcow2
     assert_output --partial '"zero": true, "data": true'
+}
+
+@test "--object and --image-opts map an image as qemu-img map does" {
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    qio fx/e.qcow2 pw 'write -P 1 0 1M' 'write -z 2M 64k' >/dev/null
+    same_cmd map "${SEC[@]}" --output=json --image-opts "$(io e.qcow2)"
+    same_cmd map "${SEC[@]}" --output=json --start-offset=1M --image-opts "$(io e.qcow2)"
+    qemu-img create -q -f qcow2 fx/p.qcow2 1M
+    qemu-io -c 'write -P 2 64k 64k' fx/p.qcow2 >/dev/null
+    same_cmd map -U --image-opts driver=qcow2,file.filename=p.qcow2
+    same_cmd map --image-opts driver=raw,file.filename=p.qcow2
+}
+
+@test "a missing or wrong secret, or -f with --image-opts, fail as in qemu-img map" {
+    local o
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    o=$(io e.qcow2)
+    same_cmd map --output=json --image-opts "$o"
+    same_cmd map --output=json --object secret,id=sec0,data=bad --image-opts "$o"
+    same_cmd map "${SEC[@]}" -f qcow2 --image-opts "$o"
+    object_help map
 }

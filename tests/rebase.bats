@@ -5,6 +5,7 @@
 # cmp), and a result `qemu-img check` finds clean. A rebase killed at any
 # write leaves the guest content as it was.
 load helpers
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -208,4 +209,44 @@ same_rebase() {
     assert_output --partial "lock"
     kill %1 2>/dev/null || true
     wait || true
+}
+
+@test "an encrypted overlay named by --image-opts is rebased as qemu-img rebases it" {
+    luks_chain fx
+    qemu-img create -q -f qcow2 other.qcow2 4M
+    qemu-io -c 'write -P 1 0 1M' -c 'write -P 6 2M 64k' other.qcow2 >/dev/null
+    same_cmd rebase "${SEC[@]}" -b "$PWD/other.qcow2" -F qcow2 --image-opts "$(io top.qcow2)"
+    diff <(qemu-img info a/top.qcow2 | grep '^backing') <(qemu-img info b/top.qcow2 | grep '^backing')
+    qconvert a/top.qcow2 pw a.raw
+    qconvert b/top.qcow2 pw b.raw
+    cmp a.raw b.raw
+    same_cmd rebase "${SEC[@]}" -b "" --image-opts "$(io top.qcow2)"
+    qconvert a/top.qcow2 pw a.raw
+    qconvert b/top.qcow2 pw b.raw
+    cmp a.raw b.raw
+    qemu-img check -q "${SEC[@]}" --image-opts "$(io b/top.qcow2)"
+}
+
+@test "--image-opts: the key is needed, -f refused, and a relative -b taken from FILE's directory" {
+    local o
+    luks_chain fx
+    o=$(io top.qcow2)
+    same_cmd rebase -u -b base.qcow2 -F qcow2 --image-opts "$o"
+    same_cmd rebase --object secret,id=sec0,data=bad -u -b x -F qcow2 --image-opts "$o"
+    same_cmd rebase "${SEC[@]}" -f qcow2 -u -b x -F qcow2 --image-opts "$o"
+    object_help rebase
+    # qemu-img 7.2 wants an absolute -b here (its name for the image is a
+    # json: pseudo-filename); qimg takes it relative to the image's file.
+    cp fx/base.qcow2 fx/other.qcow2
+    qemu-io -c 'write -P 5 0 64k' fx/other.qcow2 >/dev/null
+    run -1 qemu-img rebase "${SEC[@]}" -b other.qcow2 -F qcow2 --image-opts "$(io fx/top.qcow2)"
+    assert_output --partial "Cannot use relative backing file names"
+    cp fx/top.qcow2 fx/ref.qcow2
+    qemu-img rebase "${SEC[@]}" -b "$PWD/fx/other.qcow2" -F qcow2 --image-opts "$(io fx/ref.qcow2)"
+    run -0 qimg rebase "${SEC[@]}" -b other.qcow2 -F qcow2 --image-opts "$(io fx/top.qcow2)"
+    assert_output ""
+    qconvert fx/ref.qcow2 pw ref.raw
+    qconvert fx/top.qcow2 pw top.raw
+    cmp ref.raw top.raw
+    [ "$(qemu-img info --output=json fx/top.qcow2 | jq -r '."backing-filename"')" = other.qcow2 ]
 }

@@ -4,6 +4,7 @@
 # convert -l) in both directions, at every refcount width and cluster size
 # that matters, with compressed clusters, crashes and refusals.
 load helpers
+load crypto_helpers
 
 setup() { common_setup; }
 
@@ -707,4 +708,41 @@ crash_at() {
     assert_output ""
     run -1 qimg snapshot -f raw -c x r.raw
     assert_output --partial "qimg: Could not create snapshot 'x': Operation not supported"
+}
+
+@test "snapshots of an encrypted image named by --image-opts, as qemu-img snapshot" {
+    local d want
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    qio fx/e.qcow2 pw 'write -P 1 0 256k' >/dev/null
+    same_cmd snapshot "${SEC[@]}" -c s1 --image-opts "$(io e.qcow2)"
+    [ "$(qnames a/e.qcow2)" = "$(qnames b/e.qcow2)" ]
+    run -0 qemu-img snapshot "${SEC[@]}" -l --image-opts "$(io b/e.qcow2)"
+    want=$output
+    run -0 qimg snapshot "${SEC[@]}" -l --image-opts "$(io b/e.qcow2)"
+    assert_output "$want"
+    for d in a b; do qio $d/e.qcow2 pw 'write -P 2 64k 128k' >/dev/null; done
+    qemu-img snapshot "${SEC[@]}" -a s1 --image-opts "$(io a/e.qcow2)"
+    run -0 qimg snapshot "${SEC[@]}" -a s1 --image-opts "$(io b/e.qcow2)"
+    qconvert a/e.qcow2 pw a.raw
+    qconvert b/e.qcow2 pw b.raw
+    cmp a.raw b.raw
+    qemu-img check -q "${SEC[@]}" --image-opts "$(io b/e.qcow2)"
+    cp b/e.qcow2 fx/e.qcow2
+    same_cmd snapshot "${SEC[@]}" -d s1 --image-opts "$(io e.qcow2)"
+    [ "$(qnames b/e.qcow2)" = "" ]
+}
+
+@test "a missing or wrong secret, or -U with a change, fail as in qemu-img snapshot" {
+    local o
+    mkdir fx
+    luks_fixture fx/e.qcow2
+    o=$(io e.qcow2)
+    same_cmd snapshot -l --image-opts "$o"
+    same_cmd snapshot --object secret,id=sec0,data=bad -c s1 --image-opts "$o"
+    same_cmd snapshot "${SEC[@]}" -U -c s1 --image-opts "$o"
+    object_help snapshot
+    # (qemu-img snapshot has no -f; qimg's is refused with --image-opts)
+    run -1 qimg snapshot "${SEC[@]}" -f qcow2 -l --image-opts "$(io fx/e.qcow2)"
+    assert_output "qimg: --image-opts and --format are mutually exclusive"
 }

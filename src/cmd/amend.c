@@ -15,6 +15,7 @@
 #include "../block/block.h"
 #include "../qcow2/amend.h"
 #include "cmd.h"
+#include "image_args.h"
 
 enum otype { T_STR, T_NUM, T_BOOL, T_SIZE };
 enum { AMEND = 1, CREATE = 2 };
@@ -241,6 +242,13 @@ static int join_options(char **list, char **out)
     return 0;
 }
 
+enum { OPT_OBJECT = 1 };
+
+static int on_opt(int val, const char *arg, void *ctx)
+{
+    return val == OPT_OBJECT ? image_args_object(ctx, arg) : 0;
+}
+
 static void free_list(char **list)
 {
     for (char **p = list; p && *p; p++)
@@ -251,7 +259,8 @@ static void free_list(char **list)
 int cmd_amend(int argc, const char **argv)
 {
     int quiet = 0, progress = 0, force = 0, share = 0;
-    char *fmt = NULL;
+    struct image_args ia = { 0 };
+    char *fmt = NULL, *path = NULL;
     char **olist = NULL, *options = NULL;
     struct poptOption table[] = {
         { "quiet", 'q', POPT_ARG_NONE, &quiet, 0, "quiet mode: print no progress", NULL },
@@ -263,6 +272,10 @@ int cmd_amend(int argc, const char **argv)
           "open the image even when another process holds it", NULL },
         { "options", 'o', POPT_ARG_ARGV, &olist, 0,
           "options to change (-o help lists them)", "options" },
+        { "object", 0, POPT_ARG_STRING, NULL, OPT_OBJECT,
+          "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+        { "image-opts", 0, POPT_ARG_NONE, &ia.image_opts, 0,
+          "FILE is an option string (driver=...,file.filename=...)", NULL },
         QIMG_POPT_HELP,
         POPT_TABLEEND
     };
@@ -271,6 +284,8 @@ int cmd_amend(int argc, const char **argv)
         .synopsis = "[-q] [-p] [-f fmt] [--force] -o options FILE",
         .summary = "Change the format-specific options of an image in place.",
         .opts = table,
+        .on_opt = on_opt,
+        .ctx = &ia,
         .min_args = 0,
         .max_args = -1,         /* more than one: qemu-img's message below */
     };
@@ -288,6 +303,7 @@ int cmd_amend(int argc, const char **argv)
     if (ret != 0) {
         free_list(olist);
         free(fmt);
+        image_args_free(&ia);
         return ret < 0 ? 1 : 0;
     }
     file = nargs == 1 ? args[0] : NULL;
@@ -314,6 +330,12 @@ int cmd_amend(int argc, const char **argv)
         } else if (!file) {
             error("Expecting one image file name");
             goto out;
+        } else if (ia.image_opts) {
+            /* as qemu-img: the image is opened, with its key if it has one */
+            if (image_args_open(&ia, &b, file, NULL, BLK_RDWR | (share ? BLK_NOLOCK : 0),
+                                NULL) < 0)
+                goto out;
+            drv = b->drv;
         } else if ((ret = blk_probe(file, &drv)) < 0) {
             cmd_open_error(file, ret);
             goto out;
@@ -331,16 +353,19 @@ int cmd_amend(int argc, const char **argv)
         goto out;
     }
 
-    ret = blk_open(&b, file, fmt, BLK_RDWR | (share ? BLK_NOLOCK : 0));
-    if (ret < 0) {
-        cmd_open_error(file, ret);
+    /* Metadata only: no key needed, but one given must unlock the image. */
+    if (image_args_open(&ia, &b, file, fmt, BLK_RDWR | (share ? BLK_NOLOCK : 0), NULL) < 0)
         goto out;
-    }
     if (b->drv != &blk_qcow2_driver) {
         error("Format driver '%s' does not support option amendment", b->drv->name);
         goto out;
     }
     q = b->priv;
+    path = strdup(b->filename);
+    if (!path) {
+        error("%s", strerror(ENOMEM));
+        goto out;
+    }
     if (check_syntax(&o) || check_values(&o, q, &ao))
         goto out;
     ao.force = force;
@@ -367,13 +392,15 @@ int cmd_amend(int argc, const char **argv)
         goto out;
     }
     /* A dirty image was repaired by the open; the result must check clean. */
-    rc = cmd_verify_image(file);
+    rc = cmd_verify_image(path);
 out:
     if (b)
         blk_close(b);
     opts_free(&o);
     free(options);
     free(fmt);
+    free(path);
+    image_args_free(&ia);
     free_list(olist);
     cmd_done(pc);
     return rc;

@@ -18,6 +18,7 @@
 #include "../qcow2/bitmap.h"
 #include "bitmap_copy.h"
 #include "cmd.h"
+#include "image_args.h"
 
 enum act { A_ADD, A_REMOVE, A_CLEAR, A_ENABLE, A_DISABLE, A_MERGE };
 static const char *const act_names[] = { "add", "remove", "clear", "enable", "disable", "merge" };
@@ -33,6 +34,7 @@ struct bm_ctx {
     bool list;
     char *gran, *src_file, *src_fmt, *fmt, *output;
     bool force_share;
+    struct image_args ia;       /* --object, --image-opts (FILE only, as qemu-img) */
 };
 
 /* The bitmaps being edited: the directory plus each one's data once loaded. */
@@ -70,6 +72,11 @@ static const struct poptOption options[] = {
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U', "open an image another process holds "
       "(only with --list)", NULL },
     { "quiet", 'q', POPT_ARG_NONE, NULL, 'q', "quiet mode (there is nothing else to say)", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string (driver=...,file.filename=...); -b stays a file name",
+      NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -93,13 +100,15 @@ static int on_opt(int val, const char *arg, void *p)
     case 'f': take(&c->fmt, arg); return 0;
     case 'o': take(&c->output, arg); return 0;
     case 'U': c->force_share = true; return 0;
+    case 'O': return image_args_object(&c->ia, arg);
+    case 'i': c->ia.image_opts = 1; return 0;
     default: return 0;
     }
     {
         struct action *n = realloc(c->acts, (c->nacts + 1) * sizeof(*n));
         if (!n) {
             free((char *)arg);
-            return error("%s", strerror(ENOMEM));
+            return error("%s", strerror(ENOMEM)), -1;
         }
         c->acts = n;
         c->acts[c->nacts].act = a;
@@ -576,18 +585,25 @@ static int edit(struct bm_ctx *c, const char *file, const char **names, int nnam
     struct qcow2 *sq = NULL;
     uint64_t gran = 0;
     bool stale = false, changed = false;
+    char *path;
     int ret, rc = 0;
 
     if (c->gran && parse_gran(c->gran, &gran) < 0)
         return 1;
-    ret = blk_open(&b, file, c->fmt, BLK_RDWR | BLK_NO_BACKING);
-    if (ret < 0)
-        return cmd_open_error(file, ret);
+    /* Metadata only: no key needed, but one given must unlock the image. */
+    if (image_args_open(&c->ia, &b, file, c->fmt, BLK_RDWR | BLK_NO_BACKING, NULL) < 0)
+        return 1;
+    path = strdup(b->filename);
+    if (!path) {
+        blk_close(b);
+        return error("%s", strerror(ENOMEM));
+    }
     if (c->src_file) {
         ret = blk_open(&sb, c->src_file, c->src_fmt, BLK_NO_BACKING);
         if (ret < 0) {
             cmd_open_error(c->src_file, ret);
             blk_close(b);
+            free(path);
             return 1;
         }
         sq = sb->drv == &blk_qcow2_driver ? sb->priv : NULL;
@@ -656,7 +672,8 @@ out:
     if (ret < 0 && rc == 0)
         rc = error("Could not close '%s': %s", file, err_msg(ret));
     if (rc == 0 && changed)
-        rc = cmd_verify_image(file);
+        rc = cmd_verify_image(path);
+    free(path);
     return rc ? 1 : 0;
 }
 
@@ -666,9 +683,10 @@ int cmd_bitmap(int argc, const char **argv)
     const struct cmd_spec spec = {
         .name = "bitmap",
         .synopsis = "(--add | --remove | --clear | --enable | --disable | --merge SOURCE)... "
-                    "[-g granularity] [-b source_file [-F fmt]] [-f fmt] [-q] FILE BITMAP...\n"
-                    "   or: qimg bitmap --list [--output=human|json] [-f fmt] [-U] FILE "
-                    "[BITMAP...]",
+                    "[-g granularity] [-b source_file [-F fmt]] [--object objectdef] "
+                    "[--image-opts | -f fmt] [-q] FILE BITMAP...\n"
+                    "   or: qimg bitmap --list [--output=human|json] [--object objectdef] "
+                    "[--image-opts | -f fmt] [-U] FILE [BITMAP...]",
         .summary = "Change the persistent dirty bitmaps of a qcow2 image, as qemu-img bitmap "
                    "(the actions apply in order, to each BITMAP),\nor list them with the "
                    "bytes they mark dirty.",
@@ -693,7 +711,6 @@ int cmd_bitmap(int argc, const char **argv)
         goto out;
     if (c.list) {
         struct blk *b;
-        int ret;
 
         if (c.nacts || c.gran || c.src_file || c.src_fmt) {
             error("--list cannot be combined with actions, -g, -b or -F");
@@ -703,11 +720,9 @@ int cmd_bitmap(int argc, const char **argv)
             error("Expecting filename");
             goto out;
         }
-        ret = blk_open(&b, args[0], c.fmt, BLK_NO_BACKING | (c.force_share ? BLK_NOLOCK : 0));
-        if (ret < 0) {
-            cmd_open_error(args[0], ret);
+        if (image_args_open(&c.ia, &b, args[0], c.fmt,
+                            BLK_NO_BACKING | (c.force_share ? BLK_NOLOCK : 0), NULL) < 0)
             goto out;
-        }
         rc = do_list(b->drv == &blk_qcow2_driver ? b->priv : NULL, args[0], json,
                      args + 1, nargs - 1) ? 1 : 0;
         blk_close(b);
@@ -764,5 +779,6 @@ free:
     free(c.src_fmt);
     free(c.fmt);
     free(c.output);
+    image_args_free(&c.ia);
     return rc;
 }

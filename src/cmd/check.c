@@ -14,6 +14,7 @@
 #include "../qcow2/check.h"
 #include "check_run.h"
 #include "cmd.h"
+#include "image_args.h"
 
 /*
  * One progress line for the whole command. A repair is followed by a
@@ -135,9 +136,12 @@ int check_run(const struct check_args *a)
     struct qcow2_check_result r, again;
     struct bar bar = { .base = 0 };
     bool writes = a->fix && !a->dry_run, repaired;
+    struct image_args none = { 0 }, *ia = a->ia ? a->ia : &none;
     struct blk *b;
     int flags = BLK_CHECK | BLK_NO_BACKING, ret, rc;
 
+    if (image_args_check(ia, a->fmt))
+        return 1;
     if (a->force_share && writes)
         return error("Could not open '%s': force-share=on can only be used with "
                      "read-only images", a->file);
@@ -145,9 +149,10 @@ int check_run(const struct check_args *a)
         flags |= BLK_RDWR;
     if (a->force_share)
         flags |= BLK_NOLOCK;
-    ret = blk_open(&b, a->file, a->fmt, flags);
-    if (ret < 0)
-        return cmd_open_error(a->file, ret);
+    /* Metadata only: an encrypted image is checked without its key, but a
+     * key given must unlock it (as in qemu-img). */
+    if (image_args_open(ia, &b, a->file, a->fmt, flags, NULL) < 0)
+        return 1;
     if (b->drv != &blk_qcow2_driver) {
         blk_close(b);
         error("This image format does not support checks");
@@ -195,7 +200,7 @@ int check_run(const struct check_args *a)
         fflush(stdout);
         fprintf(stderr, "Note: '%s' is marked dirty (it was not closed cleanly, and its "
                 "refcounts may lag behind): run '%s repair %s' to bring them up to date.\n",
-                a->file, qimg_progname, a->file);
+                a->file, qimg_progname, b->filename);
         fflush(stderr);
     }
     rc = blk_close(b);
@@ -213,7 +218,10 @@ int check_run(const struct check_args *a)
     return r.leaks ? 3 : 0;
 }
 
-enum { OPT_QUIET = 1, OPT_FORMAT, OPT_OUTPUT, OPT_REPAIR, OPT_DEEP, OPT_SHARE, OPT_PROGRESS };
+enum {
+    OPT_QUIET = 1, OPT_FORMAT, OPT_OUTPUT, OPT_REPAIR, OPT_DEEP, OPT_SHARE, OPT_PROGRESS,
+    OPT_OBJECT, OPT_IMAGE_OPTS,
+};
 
 static int on_opt(int val, const char *arg, void *ctx)
 {
@@ -221,7 +229,10 @@ static int on_opt(int val, const char *arg, void *ctx)
 
     switch (val) {
     case OPT_QUIET: a->quiet = true; break;
-    case OPT_FORMAT: a->fmt = arg; break;
+    case OPT_FORMAT:
+        free((char *)a->fmt);
+        a->fmt = arg;
+        break;
     case OPT_OUTPUT: {
         int j = cmd_output_format(arg);
         if (j < 0)
@@ -242,13 +253,16 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_DEEP: a->deep = true; break;
     case OPT_SHARE: a->force_share = true; break;
     case OPT_PROGRESS: a->progress = true; break;
+    case OPT_OBJECT: return image_args_object(a->ia, arg);
+    case OPT_IMAGE_OPTS: a->ia->image_opts = 1; break;
     }
     return 0;
 }
 
 int cmd_check(int argc, const char **argv)
 {
-    struct check_args a = { 0 };
+    struct image_args ia = { 0 };
+    struct check_args a = { .ia = &ia };
     const struct poptOption opts[] = {
         { "quiet", 'q', POPT_ARG_NONE, NULL, OPT_QUIET, "print nothing but errors", NULL },
         { "format", 'f', POPT_ARG_STRING, NULL, OPT_FORMAT,
@@ -262,6 +276,10 @@ int cmd_check(int argc, const char **argv)
           "open the image even if another process holds it (read-only)", NULL },
         { "progress", 'p', POPT_ARG_NONE, NULL, OPT_PROGRESS,
           "show a progress bar on stderr (when it is a terminal)", NULL },
+        { "object", 0, POPT_ARG_STRING, NULL, OPT_OBJECT,
+          "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+        { "image-opts", 0, POPT_ARG_NONE, NULL, OPT_IMAGE_OPTS,
+          "FILE is an option string (driver=...,file.filename=...)", NULL },
         QIMG_POPT_HELP,
         POPT_TABLEEND
     };
@@ -278,16 +296,18 @@ int cmd_check(int argc, const char **argv)
     int nargs, ret;
 
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (ret)
-        return ret > 0 ? 0 : 1;
-    if (nargs != 1) {
-        cmd_done(pc);
+    if (ret) {
+        ret = ret > 0 ? 0 : 1;
+    } else if (nargs != 1) {
         error("Expecting one image file name");
         fprintf(stderr, "Try '%s check --help' for more information.\n", qimg_progname);
-        return 1;
+        ret = 1;
+    } else {
+        a.file = args[0];
+        ret = check_run(&a);
     }
-    a.file = args[0];
-    ret = check_run(&a);
     cmd_done(pc);
+    image_args_free(&ia);
+    free((char *)a.fmt);
     return ret;
 }

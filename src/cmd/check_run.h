@@ -8,8 +8,11 @@
 
 #include <stdbool.h>
 
+struct image_args;
+
 struct check_args {
-    const char *file;
+    const char *file;           /* as given: a file, or an --image-opts string */
+    struct image_args *ia;      /* --object, --image-opts; NULL: neither (repair) */
     const char *fmt;            /* NULL: guess */
     bool quiet;
     bool json;

@@ -52,7 +52,12 @@ struct cmd_spec {
     const char *synopsis;       /* "[-q] [-f fmt] ... FILE [SIZE]" */
     const char *summary;        /* one line */
     const struct poptOption *opts;
-    /* Called for options whose val is not 0 and not QIMG_OPT_HELP. */
+    /*
+     * Called for options whose val is not 0 and not QIMG_OPT_HELP: returns
+     * 0 to go on, -1 after printing an error, 1 when the option did all the
+     * command has to do (--object help printed its list): parsing stops and
+     * cmd_parse returns 1, as after --help.
+     */
     int (*on_opt)(int val, const char *arg, void *ctx);
     void *ctx;
     int min_args, max_args;     /* positional arguments; max -1 = any */
@@ -61,8 +66,8 @@ struct cmd_spec {
 /*
  * Parse argv (argv[0] is the command name). Returns 0 with the positional
  * arguments in *args / *nargs (freed with the context by cmd_done), 1 when
- * --help was printed (the command returns 0), or -1 after printing an
- * error (the command returns 1).
+ * --help was printed or on_opt returned 1 (the command returns 0), or -1
+ * after printing an error (the command returns 1).
  */
 int cmd_parse(const struct cmd_spec *spec, int argc, const char **argv,
               poptContext *pc, const char ***args, int *nargs);
@@ -71,6 +76,12 @@ void cmd_print_help(const struct cmd_spec *spec, FILE *f);
 
 /* Open-error text as qemu-img prints it: "Could not open 'F': why". */
 int cmd_open_error(const char *file, int code);
+/*
+ * The same for an image named by name (an --image-opts string) whose file
+ * is file: name where qemu-img shows what was asked for, file where it
+ * shows the file (the system call's own error, the repair hint).
+ */
+int cmd_open_error_as(const char *name, const char *file, int code);
 /*
  * Run the shared refcount checker over a qcow2 image a command has just
  * written (and closed): 0 when it checks clean, else 1 after saying what

@@ -30,12 +30,14 @@
 #include "../qcow2/datapath.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
+#include "image_args.h"
 
 #define COMMIT_BUF (4u << 20)
 
 struct commit_args {
     char *fmt, *base;
     bool drop, progress, quiet;
+    struct image_args ia;       /* --object, --image-opts (FILE only, as qemu-img) */
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
@@ -48,6 +50,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'd': a->drop = true; break;
     case 'p': a->progress = true; break;
     case 'q': a->quiet = true; break;
+    case 'O': return image_args_object(&a->ia, arg);
+    case 'i': a->ia.image_opts = 1; break;
     }
     return 0;
 }
@@ -59,6 +63,11 @@ static const struct poptOption commit_popt[] = {
     { NULL, 'd', POPT_ARG_NONE, NULL, 'd', "do not empty FILE afterwards", NULL },
     { NULL, 'p', POPT_ARG_NONE, NULL, 'p', "show a progress bar (on a terminal)", NULL },
     { NULL, 'q', POPT_ARG_NONE, NULL, 'q', "quiet mode", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string (driver=...,file.filename=...); -b stays a file name",
+      NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -281,7 +290,7 @@ int cmd_commit(int argc, const char **argv)
     struct commit_args a = { 0 };
     const struct cmd_spec spec = {
         .name = "commit",
-        .synopsis = "[-f fmt] [-b base] [-d] [-p] [-q] FILE",
+        .synopsis = "[--object objectdef] [--image-opts] [-f fmt] [-b base] [-d] [-p] [-q] FILE",
         .summary = "Write the data of FILE into its backing file, then empty FILE unless -d.",
         .opts = commit_popt,
         .on_opt = on_opt,
@@ -290,7 +299,7 @@ int cmd_commit(int argc, const char **argv)
         .max_args = -1,
     };
     struct blk *top = NULL, *base = NULL;
-    char *base_path = NULL;
+    char *base_path = NULL, *top_path = NULL;
     poptContext pc;
     const char **args;
     int nargs, ret, rc;
@@ -306,15 +315,15 @@ int cmd_commit(int argc, const char **argv)
         fprintf(stderr, "Try '%s commit --help' for more information.\n", qimg_progname);
         goto out;
     }
-    ret = blk_open(&top, args[0], a.fmt, BLK_RDWR | BLK_NO_BACKING);
-    if (ret < 0) {
-        cmd_open_error(args[0], ret);
+    /* The copy reads FILE's guest data: an encrypted FILE needs its key. */
+    if (image_args_open(&a.ia, &top, args[0], a.fmt, BLK_RDWR | BLK_NO_BACKING | BLK_NEED_KEY,
+                        NULL) < 0)
         goto out;
-    }
     if (open_chain(top, args[0], a.base, &base))
         goto out;
     base_path = strdup(base->filename);
-    if (!base_path) {
+    top_path = strdup(top->filename);
+    if (!base_path || !top_path) {
         error("%s", strerror(ENOMEM));
         goto out;
     }
@@ -351,10 +360,12 @@ int cmd_commit(int argc, const char **argv)
     }
     if (!a.quiet)
         printf("Image committed.\n");
-    rc = cmd_verify_image(base_path) || cmd_verify_image(args[0]);
+    rc = cmd_verify_image(base_path) || cmd_verify_image(top_path);
 out:
     blk_close(top);
     free(base_path);
+    free(top_path);
+    image_args_free(&a.ia);
     free(a.fmt);
     free(a.base);
     cmd_done(pc);

@@ -44,9 +44,13 @@ int cmd_parse(const struct cmd_spec *spec, int argc, const char **argv,
             poptFreeContext(ctx);
             return 1;
         }
-        if (spec->on_opt && spec->on_opt(rc, poptGetOptArg(ctx), spec->ctx) < 0) {
-            poptFreeContext(ctx);
-            return -1;
+        if (spec->on_opt) {
+            int r = spec->on_opt(rc, poptGetOptArg(ctx), spec->ctx);
+            if (r != 0) {
+                /* an error, or an option that did the whole job (--object help) */
+                poptFreeContext(ctx);
+                return r < 0 ? -1 : 1;
+            }
         }
     }
     if (rc < -1) {
@@ -101,17 +105,22 @@ static bool repair_helps(int code)
 
 int cmd_open_error(const char *file, int code)
 {
+    return cmd_open_error_as(file, file, code);
+}
+
+int cmd_open_error_as(const char *name, const char *file, int code)
+{
     if (code == -EISDIR && !err_has_msg(code))
         return error("Could not open '%s': 'file' driver requires '%s' to be a regular file",
-                     file, file);
-    /* qemu-img names the file twice when the system call itself failed. */
+                     name, file);
+    /* qemu-img names the file again when the system call itself failed. */
     if (!err_has_msg(code))
-        return error("Could not open '%s': Could not open '%s': %s", file, file, err_msg(code));
+        return error("Could not open '%s': Could not open '%s': %s", name, file, err_msg(code));
     /* Errors are one line: qemu-img's words, then what to do. */
     if (repair_helps(code))
-        return error("Could not open '%s': %s; run '%s repair %s' to repair it", file,
+        return error("Could not open '%s': %s; run '%s repair %s' to repair it", name,
                      err_msg(code), qimg_progname, file);
-    return error("Could not open '%s': %s", file, err_msg(code));
+    return error("Could not open '%s': %s", name, err_msg(code));
 }
 
 int cmd_output_format(const char *s)

@@ -1,8 +1,9 @@
 /*
  * compare.c - `qimg compare`: do two images (through their backing chains)
  * read the same? Messages and exit codes are qemu-img 7.2's: 0 identical,
- * 1 different, 2 an image cannot be opened, 3 block status failed, 4 a
- * read failed.
+ * 1 different, 2 an image cannot be opened (or an --object was refused), 3
+ * block status failed, 4 a read failed. With --image-opts both images are
+ * option strings, opened with the secrets of --object.
  *
  * Fast on sparse images: the allocation status of both images is asked
  * first, range by range; ranges that read as zeros in both are skipped
@@ -20,6 +21,7 @@
 #include "../block/block.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
+#include "image_args.h"
 
 #define CMP_BUF (4u << 20)      /* bytes read from each image at a time */
 #define SECTOR 512u
@@ -29,6 +31,8 @@ enum { ST_EOF = 1 << 8 };       /* the range reaches the end of the image */
 struct compare_args {
     char *fmt1, *fmt2;
     bool progress, quiet, strict, force_share;
+    bool bad_object;            /* a --object was refused: exit 2, as qemu-img */
+    struct image_args ia;       /* --object; --image-opts names both images */
 };
 
 /*
@@ -258,6 +262,12 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'q': a->quiet = true; break;
     case 's': a->strict = true; break;
     case 'U': a->force_share = true; break;
+    case 'i': a->ia.image_opts = 1; break;
+    case 'O': {
+        int ret = image_args_object(&a->ia, arg);
+        a->bad_object = ret < 0;
+        return ret;
+    }
     }
     return 0;
 }
@@ -272,6 +282,10 @@ static const struct poptOption compare_popt[] = {
       "strict: differing sizes or allocation are differences too", NULL },
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U',
       "open the images even if another process holds them locked", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE1 and FILE2 are option strings (driver=...,file.filename=...)", NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -281,7 +295,8 @@ int cmd_compare(int argc, const char **argv)
     struct compare_args a = { 0 };
     const struct cmd_spec spec = {
         .name = "compare",
-        .synopsis = "[-f fmt] [-F fmt] [-p] [-q] [-s] [-U] FILE1 FILE2",
+        .synopsis = "[--object objectdef] [--image-opts] [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] "
+                    "FILE1 FILE2",
         .summary = "Check whether FILE1 and FILE2 have the same guest content (read-only).",
         .opts = compare_popt,
         .on_opt = on_opt,
@@ -290,13 +305,13 @@ int cmd_compare(int argc, const char **argv)
         .max_args = -1,
     };
     struct blk *b1 = NULL, *b2 = NULL;
-    int flags, nargs, ret, rc;
+    int flags, nargs, rc;
     poptContext pc;
     const char **args;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
     if (rc) {
-        rc = rc < 0 ? 1 : 0;
+        rc = rc < 0 ? (a.bad_object ? 2 : 1) : 0;
         goto out;
     }
     rc = 1;
@@ -305,24 +320,19 @@ int cmd_compare(int argc, const char **argv)
         fprintf(stderr, "Try '%s compare --help' for more information.\n", qimg_progname);
         goto out;
     }
-    flags = a.force_share ? BLK_NOLOCK : 0;
+    /* Both read guest data: an encrypted image needs its key now. */
+    flags = BLK_NEED_KEY | (a.force_share ? BLK_NOLOCK : 0);
     rc = 2;
-    ret = blk_open(&b1, args[0], a.fmt1, flags);
-    if (ret < 0) {
-        cmd_open_error(args[0], ret);
+    if (image_args_open(&a.ia, &b1, args[0], a.fmt1, flags, NULL) < 0 ||
+        image_args_open(&a.ia, &b2, args[1], a.fmt2, flags, NULL) < 0)
         goto out;
-    }
-    ret = blk_open(&b2, args[1], a.fmt2, flags);
-    if (ret < 0) {
-        cmd_open_error(args[1], ret);
-        goto out;
-    }
     rc = compare(b1, args[0], b2, args[1], &a);
 out:
     blk_close(b1);
     blk_close(b2);
     free(a.fmt1);
     free(a.fmt2);
+    image_args_free(&a.ia);
     cmd_done(pc);
     return rc;
 }

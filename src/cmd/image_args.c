@@ -1,6 +1,6 @@
 /*
- * image_args.c - --object, --image-opts and the open of one input image,
- * shared by resize, measure and dd (see image_args.h).
+ * image_args.c - --object, --image-opts and the open of an image named by
+ * either, shared by the commands that take them (see image_args.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,15 @@ int image_args_object(struct image_args *a, const char *arg)
     return cmd_secret_object(&a->secrets, arg);
 }
 
+int image_args_check(const struct image_args *a, const char *fmt)
+{
+    if (a->image_opts && fmt) {
+        error("--image-opts and --format are mutually exclusive");
+        return -1;
+    }
+    return 0;
+}
+
 int image_args_open(struct image_args *a, struct blk **b, const char *name, const char *fmt,
                     int flags, bool *probed_raw)
 {
@@ -40,11 +49,9 @@ int image_args_open(struct image_args *a, struct blk **b, const char *name, cons
     *b = NULL;
     if (probed_raw)
         *probed_raw = false;
+    if (image_args_check(a, fmt))
+        return -1;
     if (a->image_opts) {
-        if (fmt) {
-            error("--image-opts and --format are mutually exclusive");
-            return -1;
-        }
         ret = imageopts_parse(name, &io);
         if (ret < 0) {
             error("Could not open '%s': %s", name, err_msg(ret));
@@ -57,7 +64,7 @@ int image_args_open(struct image_args *a, struct blk **b, const char *name, cons
     }
     ret = blk_open_key(b, file, fmt, flags, &key);
     if (ret < 0) {
-        cmd_open_error(a->image_opts ? name : file, ret);
+        cmd_open_error_as(name, file, ret);
         imageopts_free(&io);
         *b = NULL;
         return -1;

@@ -1,7 +1,8 @@
 /*
- * image_args.h - what resize, measure and dd share for naming an input
- * image as qemu-img does: --object secret,... (in command-line order),
- * --image-opts, -f, and the open that uses them.
+ * image_args.h - what the commands share for naming an image as qemu-img
+ * does: --object secret,... (in command-line order), --image-opts, -f, and
+ * the open that uses them (resize, measure, dd, check, snapshot, amend,
+ * map, compare, rebase, commit, bitmap).
  *
  * Owns: the secret store of one command run. Must not: touch image bytes.
  */
@@ -28,9 +29,19 @@ int cmd_secret_object(struct secret_store *s, const char *arg);
 /* cmd_secret_object into a's store. */
 int image_args_object(struct image_args *a, const char *arg);
 /*
+ * -1 after qemu-img's error when --image-opts and -f were both given; for
+ * a command that must say so before its own checks (image_args_open does
+ * it too).
+ */
+int image_args_check(const struct image_args *a, const char *fmt);
+/*
  * Open name (a file name, or with --image-opts an option string) as fmt
  * (NULL: probe) with flags; prints qemu-img's error and returns -1 on
- * failure. *probed_raw says the format was guessed as raw.
+ * failure. *probed_raw (may be NULL) says the format was guessed as raw.
+ * Messages name the image by name; (*b)->filename is the file itself, for
+ * what needs a path (backing files relative to it, the check afterwards).
+ * A key secret given is always checked (a wrong passphrase fails, as in
+ * qemu-img); without BLK_NEED_KEY an encrypted image opens without one.
  */
 int image_args_open(struct image_args *a, struct blk **b, const char *name, const char *fmt,
                     int flags, bool *probed_raw);

@@ -25,6 +25,7 @@
 #include "../block/block.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
+#include "image_args.h"
 
 struct map_entry {
     uint64_t start, length, offset;
@@ -77,6 +78,7 @@ static bool looks_preallocated(struct prealloc_cache *pc, const struct blk *b)
 struct map_args {
     char *fmt, *output, *start, *max_len;
     bool force_share;
+    struct image_args ia;       /* --object, --image-opts */
 };
 
 /* The file an offset of layer b points into: b's own, or its data file. */
@@ -224,6 +226,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 's': free(a->start); a->start = (char *)arg; break;
     case 'l': free(a->max_len); a->max_len = (char *)arg; break;
     case 'U': a->force_share = true; break;
+    case 'O': return image_args_object(&a->ia, arg);
+    case 'i': a->ia.image_opts = 1; break;
     }
     return 0;
 }
@@ -238,6 +242,10 @@ static const struct poptOption map_popt[] = {
       "human|json" },
     { "force-share", 'U', POPT_ARG_NONE, NULL, 'U',
       "open the image even if another process holds it locked", NULL },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string (driver=...,file.filename=...)", NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -257,8 +265,8 @@ int cmd_map(int argc, const char **argv)
     struct map_args a = { 0 };
     const struct cmd_spec spec = {
         .name = "map",
-        .synopsis = "[-f fmt] [--start-offset=N] [--max-length=N] [--output=human|json] "
-                    "[-U] FILE",
+        .synopsis = "[--object objectdef] [--image-opts] [-f fmt] [--start-offset=N] "
+                    "[--max-length=N] [--output=human|json] [-U] FILE",
         .summary = "Show where the data of FILE lives, through its backing chain (read-only).",
         .opts = map_popt,
         .on_opt = on_opt,
@@ -292,11 +300,9 @@ int cmd_map(int argc, const char **argv)
     json = cmd_output_format(a.output);
     if (json < 0)
         goto out;
-    ret = blk_open(&b, args[0], a.fmt, a.force_share ? BLK_NOLOCK : 0);
-    if (ret < 0) {
-        cmd_open_error(args[0], ret);
+    /* Metadata only: no key needed, but one given must unlock the image. */
+    if (image_args_open(&a.ia, &b, args[0], a.fmt, a.force_share ? BLK_NOLOCK : 0, NULL) < 0)
         goto out;
-    }
     end = b->size;
     if (max_len != UINT64_MAX && start + max_len < end)
         end = start + max_len;
@@ -332,6 +338,7 @@ out:
     free(a.output);
     free(a.start);
     free(a.max_len);
+    image_args_free(&a.ia);
     cmd_done(pc);
     return rc;
 }

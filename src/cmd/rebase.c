@@ -15,7 +15,10 @@
  *
  * Unlike qemu-img 7.2, which copies first and fails at the end, a missing
  * -F or a format that cannot name a backing file is refused before
- * anything is written (same message, same exit code).
+ * anything is written (same message, same exit code). And with
+ * --image-opts naming a key secret, a relative -b is taken relative to the
+ * image's file, where qemu-img 7.2 refuses it ("Cannot use relative
+ * backing file names for 'json:{...}'") and only an absolute one works.
  *
  * Owns: the rebase command. Must not: write to the backing files.
  */
@@ -27,12 +30,14 @@
 #include "../qcow2/backing.h"
 #include "../qcow2/qcow2.h"
 #include "cmd.h"
+#include "image_args.h"
 
 #define REBASE_CHUNK (2u << 20)
 
 struct rebase_args {
     char *fmt, *backing, *backing_fmt;
     bool progress, unsafe, quiet, force_share;
+    struct image_args ia;       /* --object, --image-opts (FILE only, as qemu-img) */
 };
 
 static int on_opt(int val, const char *arg, void *ctx)
@@ -47,6 +52,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'u': a->unsafe = true; break;
     case 'q': a->quiet = true; break;
     case 'U': a->force_share = true; break;
+    case 'O': return image_args_object(&a->ia, arg);
+    case 'i': a->ia.image_opts = 1; break;
     }
     return 0;
 }
@@ -63,6 +70,11 @@ static const struct poptOption rebase_popt[] = {
     { NULL, 'b', POPT_ARG_STRING, NULL, 'b',
       "the new backing file (\"\" for none: flatten the image)", "backing" },
     { NULL, 'F', POPT_ARG_STRING, NULL, 'F', "format of the new backing file", "fmt" },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string (driver=...,file.filename=...); -b stays a file name",
+      NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -197,7 +209,8 @@ int cmd_rebase(int argc, const char **argv)
     struct rebase_args a = { 0 };
     const struct cmd_spec spec = {
         .name = "rebase",
-        .synopsis = "[-f fmt] [-p] [-u] [-q] [-U] -b BACKING [-F fmt] FILE",
+        .synopsis = "[--object objectdef] [--image-opts] [-f fmt] [-p] [-u] [-q] [-U] "
+                    "-b BACKING [-F fmt] FILE",
         .summary = "Change the backing file of FILE, keeping what the guest sees unless -u.",
         .opts = rebase_popt,
         .on_opt = on_opt,
@@ -207,7 +220,7 @@ int cmd_rebase(int argc, const char **argv)
     };
     struct blk *b = NULL, *nb = NULL;
     const char *name;
-    char *path = NULL;
+    char *path = NULL, *file = NULL;  /* the new backing file, FILE's own file */
     poptContext pc;
     const char **args;
     int nargs, ret, rc;
@@ -229,9 +242,14 @@ int cmd_rebase(int argc, const char **argv)
         goto out;
     }
     name = a.backing ? a.backing : "";
-    ret = blk_open(&b, args[0], a.fmt, BLK_RDWR | BLK_NO_BACKING);
-    if (ret < 0) {
-        cmd_open_error(args[0], ret);
+    /* The copy reads and writes guest data: an encrypted image needs its key
+     * (qemu-img asks for it even with -u). */
+    if (image_args_open(&a.ia, &b, args[0], a.fmt, BLK_RDWR | BLK_NO_BACKING | BLK_NEED_KEY,
+                        NULL) < 0)
+        goto out;
+    file = strdup(b->filename);
+    if (!file) {
+        error("%s", strerror(ENOMEM));
         goto out;
     }
     /* Refuse now what qemu-img refuses only after copying. */
@@ -252,7 +270,7 @@ int cmd_rebase(int argc, const char **argv)
         if (open_old_backing(b, args[0], a.force_share))
             goto out;
         if (name[0]) {
-            path = blk_backing_path(args[0], name);
+            path = blk_backing_path(file, name);
             ret = path ? blk_open(&nb, path, a.backing_fmt, a.force_share ? BLK_NOLOCK : 0)
                        : -ENOMEM;
             if (ret < 0) {
@@ -279,11 +297,13 @@ int cmd_rebase(int argc, const char **argv)
         error("Could not write '%s': %s", args[0], err_msg(ret));
         goto out;
     }
-    rc = cmd_verify_image(args[0]);
+    rc = cmd_verify_image(file);
 out:
     blk_close(nb);
     blk_close(b);
     free(path);
+    free(file);
+    image_args_free(&a.ia);
     free(a.fmt);
     free(a.backing);
     free(a.backing_fmt);

@@ -16,6 +16,7 @@
 #include "../block/block.h"
 #include "../qcow2/snapshot.h"
 #include "cmd.h"
+#include "image_args.h"
 
 enum action { ACT_NONE, ACT_LIST, ACT_CREATE, ACT_APPLY, ACT_DELETE, ACT_RENAME };
 
@@ -25,6 +26,7 @@ struct snap_ctx {
     char *fmt;
     char *output;
     bool force, force_share;
+    struct image_args ia;       /* --object, --image-opts */
 };
 
 /* popt hands over option arguments in malloc'd memory: keep the last. */
@@ -50,6 +52,10 @@ static const struct poptOption options[] = {
     { "quiet", 'q', POPT_ARG_NONE, NULL, 'q', "quiet mode (there is nothing else to say)", NULL },
     { "format", 'f', POPT_ARG_STRING, NULL, 'f', "image format (guessed when left out)", "fmt" },
     { "output", 0, POPT_ARG_STRING, NULL, 'o', "output format of -l: human or json", "FMT" },
+    { "object", 0, POPT_ARG_STRING, NULL, 'O',
+      "define a secret (secret,id=ID,data=STRING or file=PATH)", "objectdef" },
+    { "image-opts", 0, POPT_ARG_NONE, NULL, 'i',
+      "FILE is an option string (driver=...,file.filename=...)", NULL },
     QIMG_POPT_HELP,
     POPT_TABLEEND
 };
@@ -76,6 +82,8 @@ static int on_opt(int val, const char *arg, void *p)
     case 'q': return 0;
     case 'f': take(&c->fmt, arg); return 0;
     case 'o': take(&c->output, arg); return 0;
+    case 'O': return image_args_object(&c->ia, arg);
+    case 'i': c->ia.image_opts = 1; return 0;
     default: return 0;
     }
     if (c->action) {
@@ -252,6 +260,7 @@ int cmd_snapshot(int argc, const char **argv)
     };
     poptContext pc;
     const char **args, *file, *newname = NULL;
+    char *path = NULL;
     int nargs, json, rc, ret, flags = BLK_NO_BACKING;
     struct blk *b = NULL;
     struct qcow2 *q;
@@ -261,6 +270,7 @@ int cmd_snapshot(int argc, const char **argv)
         free(c.arg);
         free(c.fmt);
         free(c.output);
+        image_args_free(&c.ia);
         return rc > 0 ? 0 : 1;
     }
     rc = 1;
@@ -289,6 +299,8 @@ int cmd_snapshot(int argc, const char **argv)
     }
 
     /* open: read-only unless the action changes the image */
+    if (image_args_check(&c.ia, c.fmt))
+        goto out;
     if (c.action != ACT_LIST && c.action != ACT_NONE) {
         if (c.force_share) {
             error("Could not open '%s': force-share=on can only be used with read-only images",
@@ -299,9 +311,13 @@ int cmd_snapshot(int argc, const char **argv)
     }
     if (c.force_share)
         flags |= BLK_NOLOCK;
-    ret = blk_open(&b, file, c.fmt, flags);
-    if (ret < 0) {
-        cmd_open_error(file, ret);
+    /* Metadata only: no key needed, but one given must unlock the image. */
+    if (image_args_open(&c.ia, &b, file, c.fmt, flags, NULL) < 0)
+        goto out;
+    path = strdup(b->filename);
+    if (!path) {
+        error("%s", strerror(ENOMEM));
+        blk_close(b);
         goto out;
     }
     q = b->drv == &blk_qcow2_driver ? b->priv : NULL;
@@ -334,11 +350,13 @@ int cmd_snapshot(int argc, const char **argv)
             rc = error("Could not %s snapshot '%s': %s", verb(c.action), c.arg, err_msg(ret));
     }
     if (rc == 0 && c.action != ACT_LIST && c.action != ACT_NONE)
-        rc = cmd_verify_image(file);
+        rc = cmd_verify_image(path);
 out:
     cmd_done(pc);
     free(c.arg);
     free(c.fmt);
     free(c.output);
+    free(path);
+    image_args_free(&c.ia);
     return rc;
 }

@@ -486,6 +486,10 @@ int imageopts_parse(const char *s, struct imageopts *out)
     for (size_t i = 0; ret == 0 && i < o.n; i++) {
         const char *k = o.v[i].key, *v = o.v[i].val;
 
+        if (!v && i == 0) {
+            file_node = k;      /* qemu's implied key: "NAME,..." is "file=NAME,..." */
+            continue;
+        }
         if (!v) {
             ret = err_set(-EINVAL, "Expected '=' after parameter '%s'", k);
             break;
@@ -517,7 +521,12 @@ int imageopts_parse(const char *s, struct imageopts *out)
         ret = err_set(-EINVAL, "Unknown driver '%s'", out->driver);
         goto fail;
     }
-    if (file_node && !out->filename) {
+    if (file_node && (out->filename || file_driver || bad_file)) {
+        ret = err_set(-EINVAL, "Cannot reference an existing block device with additional "
+                      "options or a new filename");
+        goto fail;
+    }
+    if (file_node) {
         ret = err_set(-ENOENT, "Cannot find device='%s' nor node-name='%s'", file_node,
                       file_node);
         goto fail;

@@ -71,7 +71,9 @@ struct imageopts {
 /*
  * Parse "driver=qcow2,file.filename=PATH,encrypt.key-secret=ID" (",," is a
  * literal comma; a later key wins). Known keys: driver, file.filename,
- * file.driver (must be "file"), encrypt.key-secret, encrypt.format. Errors
+ * file.driver (must be "file"), encrypt.key-secret, encrypt.format; file=
+ * (or a first word without '=', qemu's implied key) names a block node,
+ * which is never found ("Cannot find device='X' nor node-name='X'"). Errors
  * in qemu's words without the "Could not open 'S': " prefix, which the
  * command adds with the whole string s as the name: "Must specify either
  * driver or file", "A block device must be specified for \"file\"",
