@@ -210,4 +210,6 @@ Try 'qimg amend --help' for more information." amend ok.qcow2
     same_error create -f qcow2 -o encrypt.format=luks x.qcow2 1M
     same_error create -f qcow2 -o encrypt.format=luks,encrypt.key-secret=nos x.qcow2 1M
     same_error info -f qcow2 --image-opts driver=qcow2,file.filename=ok.qcow2
+    same_error info --image-opts driver=qcow2,file.filename=missing.qcow2
+    same_error check --image-opts driver=qcow2,file.filename=missing.qcow2
 }

@@ -54,12 +54,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     case OPT_IMAGE_OPTS: c->image_opts = true; break;
     case OPT_TARGET_IMAGE_OPTS: c->target_image_opts = true; break;
     case OPT_OBJECT: {
-        int ret = cmd_secret_object(&c->secrets, arg);
-        if (ret > 0)
-            c->object_help = true;
-        if (ret < 0)
-            return -1;
-        break;
+        /* --object help ends the command, as in qemu-img */
+        return cmd_secret_object(&c->secrets, arg);
     }
     case OPT_FMT: c->fmt = arg; break;
     case OPT_OUT_FMT: c->out_fmt = arg; break;
@@ -433,7 +429,7 @@ int cmd_convert(int argc, const char **argv)
     int nargs, ret, rc = 1;
 
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (ret != 0 || c.object_help) {
+    if (ret != 0) {
         free(c.optstr);
         secret_store_free(&c.secrets);
         return ret < 0 ? 1 : 0;

@@ -22,7 +22,7 @@ struct convert {
     bool safe;                  /* -t other than unsafe: fsync the output */
     const char *fmt, *out_fmt, *backing, *backing_fmt, *snapshot;
     char *optstr;
-    bool image_opts, target_image_opts, object_help;
+    bool image_opts, target_image_opts;
     struct secret_store secrets;        /* --object secret,... */
     struct imageopts *in_io;            /* per input, with --image-opts */
     struct imageopts out_io;            /* with --target-image-opts */

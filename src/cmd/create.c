@@ -29,7 +29,6 @@ struct create_args {
     char *options;              /* every -o, joined with commas */
     bool bad_list;
     struct secret_store secrets;        /* --object secret,... */
-    bool object_help;
 };
 
 static const struct poptOption create_popt[] = {
@@ -53,12 +52,8 @@ static int on_opt(int val, const char *arg, void *ctx)
 
     switch (val) {
     case 'O': {
-        int ret = cmd_secret_object(&a->secrets, arg);
-        if (ret > 0)
-            a->object_help = true;
-        if (ret < 0)
-            return -1;
-        break;
+        /* --object help ends the command, as in qemu-img */
+        return cmd_secret_object(&a->secrets, arg);
     }
     case 'q': a->quiet = true; break;
     case 'u': a->unsafe = true; break;
@@ -145,7 +140,7 @@ int cmd_create(int argc, const char **argv)
     int nargs, bits, rc = 1;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (rc || a.object_help) {
+    if (rc) {
         rc = rc < 0 ? 1 : 0;
         goto out;
     }

@@ -22,20 +22,15 @@ enum { C_BS = 1, C_COUNT = 2, C_IF = 4, C_OF = 8, C_SKIP = 16 };
 
 struct dd_ctx {
     struct image_args ia;
-    int help_done;
 };
 
 static int on_opt(int val, const char *arg, void *opaque)
 {
     struct dd_ctx *c = opaque;
-    int r;
 
     if (val != OPT_OBJECT)
         return 0;
-    r = image_args_object(&c->ia, arg);
-    if (r > 0)
-        c->help_done = 1;
-    return r < 0 ? -1 : 0;
+    return image_args_object(&c->ia, arg);     /* help ends the command */
 }
 
 /* qemu-img's cvtnum_full(): a size with suffixes, in [min, max]. */
@@ -128,7 +123,7 @@ int cmd_dd(int argc, const char **argv)
     int nargs, ret, flags = 0, rc = 1;
 
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (ret != 0 || c.help_done) {
+    if (ret != 0) {
         rc = ret < 0 ? 1 : 0;
         goto out;
     }

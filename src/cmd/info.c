@@ -416,7 +416,7 @@ static int open_image_opts(const char *arg, const struct imageopts *io,
         blk_close(*b);
     }
     if (ret < 0)
-        return cmd_open_error(arg, ret), -1;
+        return cmd_open_error_as(arg, io->filename, ret), -1;
     *display = imageopts_display_name(io, (*b)->drv->name);
     if (!*display) {
         blk_close(*b);
@@ -577,7 +577,7 @@ static void print_human(const struct val *info)
 struct info_args {
     char *fmt;
     char *output;
-    bool chain, force_share, image_opts, object_help;
+    bool chain, force_share, image_opts;
     struct secret_store secrets;        /* --object secret,... */
 };
 
@@ -592,10 +592,8 @@ static int on_opt(int val, const char *arg, void *ctx)
     case 'U': a->force_share = true; break;
     case 'i': a->image_opts = true; break;
     case 'O': {
-        int ret = cmd_secret_object(&a->secrets, arg);
-        if (ret > 0)
-            a->object_help = true;
-        return ret < 0 ? -1 : 0;
+        /* --object help ends the command, as in qemu-img */
+        return cmd_secret_object(&a->secrets, arg);
     }
     }
     return 0;
@@ -639,7 +637,7 @@ int cmd_info(int argc, const char **argv)
     int nargs, json, rc = 1;
 
     rc = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (rc || a.object_help) {
+    if (rc) {
         rc = rc < 0 ? 1 : 0;
         goto out;
     }

@@ -26,21 +26,16 @@ enum { OPT_OBJECT = 1, OPT_SIZE };
 struct measure_ctx {
     struct image_args ia;
     int64_t size;               /* --size, or -1 */
-    int help_done;
 };
 
 static int on_opt(int val, const char *arg, void *opaque)
 {
     struct measure_ctx *c = opaque;
     uint64_t n;
-    int r;
 
     switch (val) {
     case OPT_OBJECT:
-        r = image_args_object(&c->ia, arg);
-        if (r > 0)
-            c->help_done = 1;
-        return r < 0 ? -1 : 0;
+        return image_args_object(&c->ia, arg);     /* help ends the command */
     case OPT_SIZE:
         if (parse_size(arg, &n) < 0) {
             error("Invalid image size specified. You may use k, M, G, T, P or E suffixes for");
@@ -426,7 +421,7 @@ int cmd_measure(int argc, const char **argv)
     int nargs, ret, json, rc = 1;
 
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (ret != 0 || c.help_done) {
+    if (ret != 0) {
         rc = ret < 0 ? 1 : 0;
         goto out;
     }

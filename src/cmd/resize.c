@@ -25,7 +25,6 @@ enum { OPT_OBJECT = 1, OPT_PREALLOC };
 struct resize_ctx {
     struct image_args ia;
     int prealloc;               /* enum qcow2_prealloc */
-    int help_done;
 };
 
 static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full" };
@@ -33,14 +32,10 @@ static const char *const prealloc_names[] = { "off", "metadata", "falloc", "full
 static int on_opt(int val, const char *arg, void *opaque)
 {
     struct resize_ctx *c = opaque;
-    int r;
 
     switch (val) {
     case OPT_OBJECT:
-        r = image_args_object(&c->ia, arg);
-        if (r > 0)
-            c->help_done = 1;
-        return r < 0 ? -1 : 0;
+        return image_args_object(&c->ia, arg);     /* help ends the command */
     case OPT_PREALLOC:
         for (unsigned i = 0; i < ARRAY_SIZE(prealloc_names); i++)
             if (!strcmp(arg, prealloc_names[i])) {
@@ -198,7 +193,7 @@ int cmd_resize(int argc, const char **argv)
     if (argc > 1 && !strcmp(argv[argc - 1], "--"))
         argc--;
     ret = cmd_parse(&spec, argc, argv, &pc, &args, &nargs);
-    if (ret != 0 || c.help_done) {
+    if (ret != 0) {
         rc = ret < 0 ? 1 : 0;
         goto out;
     }
