@@ -5,8 +5,7 @@
 # names come from fake qimg binaries written here.  The zsh completion is
 # run with the completion builtins replaced by functions that print.
 
-load '/usr/lib/bats/bats-support/load'
-load '/usr/lib/bats/bats-assert/load'
+source "$BATS_TEST_DIRNAME/bats-libs.bash"
 
 setup() {
     cd "$BATS_TEST_DIRNAME/.."

@@ -1,8 +1,7 @@
 # helpers.bash - shared by every .bats file: paths, a temp directory per
 # test, byte poking for hand-made corruption, and JSON field extraction.
 bats_require_minimum_version 1.5.0
-load '/usr/lib/bats/bats-support/load'
-load '/usr/lib/bats/bats-assert/load'
+source "$BATS_TEST_DIRNAME/bats-libs.bash"
 
 TOP="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
 QIMG_BIN="${QIMG_BIN:-$TOP/qimg}"

@@ -3,8 +3,7 @@
 # subcommand has one, and each page's SYNOPSIS is the synopsis of the
 # command line contract (shared/CLI.md) and of "qimg CMD --help".
 
-load '/usr/lib/bats/bats-support/load'
-load '/usr/lib/bats/bats-assert/load'
+source "$BATS_TEST_DIRNAME/bats-libs.bash"
 bats_require_minimum_version 1.5.0
 
 COMMANDS="create info check repair snapshot convert amend bitmap map compare rebase commit resize measure dd"
