@@ -437,6 +437,35 @@ EOF
     run -0 qemu-img compare q.qcow2 m.qcow2
 }
 
+@test "repair drops a broken bitmap directory, extension and all: qemu opens it without a warning" {
+    img m.qcow2
+    qemu-img bitmap --add m.qcow2 b
+    wr m.qcow2 0 1M
+    cp m.qcow2 q.qcow2
+    # the directory is moved past the end of the file
+    "$PY" - <<'EOF'
+import struct
+d = bytearray(open('m.qcow2', 'rb').read())
+pos = struct.unpack('>I', d[100:104])[0]
+while True:
+    t, l = struct.unpack('>II', d[pos:pos + 8])
+    if t == 0x23852875:
+        struct.pack_into('>Q', d, pos + 24, 0x7000000)
+        break
+    pos += 8 + ((l + 7) & ~7)
+open('m.qcow2', 'wb').write(d)
+EOF
+    run -2 qimg check m.qcow2
+    run -0 qimg repair m.qcow2
+    run -0 qimg check m.qcow2
+    run --separate-stderr -0 qemu-img info --output=json m.qcow2
+    [ -z "$stderr" ] || fail "qemu-img warns: $stderr"
+    [ "$(jq '."format-specific".data.bitmaps' <<<"$output")" = null ]
+    run --separate-stderr -0 qemu-img check m.qcow2
+    [ -z "$stderr" ] || fail "qemu-img warns: $stderr"
+    run -0 qemu-img compare q.qcow2 m.qcow2
+}
+
 @test "stale bitmaps (autoclear bit clear) are reported as qemu-img reports them" {
     img m.qcow2
     qemu-img bitmap --add m.qcow2 b

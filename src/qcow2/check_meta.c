@@ -360,9 +360,10 @@ bad:
 
 /*
  * Persistent dirty bitmaps. A repair that finds them broken drops them all
- * (they only track writes; no guest data is lost): the autoclear bit goes,
- * so the extension is ignored (the spec: its data is then inconsistent),
- * and the clusters the bitmaps used are leaks the same run frees.
+ * (they only track writes; no guest data is lost): the autoclear bit goes
+ * first, so the extension is ignored (the spec: its data is then
+ * inconsistent), then the extension itself; the clusters the bitmaps used
+ * are leaks the same run frees.
  */
 static int count_bitmaps(struct chk *c)
 {
@@ -392,7 +393,16 @@ static int count_bitmaps(struct chk *c)
             if (ret < 0)
                 return ret;
             q->meta.h.autoclear_features &= ~QCOW2_AUTOCLEAR_BITMAPS;
-            return 0;
+            /* Then the extension goes too, as qemu drops it on its first
+             * write: left in place, it makes qemu warn on every open. A
+             * crash before this write leaves it ignored, which is safe. */
+            q->meta.has_bitmaps_ext = false;
+            q->meta.nb_bitmaps = 0;
+            q->meta.bitmap_dir_size = q->meta.bitmap_dir_offset = 0;
+            ret = qcow2_write_header(q);
+            if (ret == 0)
+                ret = qfile_flush(q->file);
+            return ret;
         }
         p.str = NULL;
     }
