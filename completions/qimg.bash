@@ -309,20 +309,34 @@ _qimg_secret_ids() {
     done
 }
 
+# A "key=value,key=value,..." word: the caller's $head becomes all up to
+# and with its last comma, $item what follows it.
+_qimg_split_list() {
+    head='' item=$1
+    if [[ $1 == *,* ]]; then
+        head=${1%,*},
+        item=${1##*,}
+    fi
+}
+
+# Offer the keys given that $head does not hold yet, after $head, matching
+# $item; no space after them (a value follows).
+_qimg_add_keys() {
+    local k
+    for k; do
+        [[ ,$head == *,"$k"* ]] || _qimg_add "$head" "$item" "$k"
+    done
+    _qimg_nospace=1
+}
+
 # Complete an --image-opts option string, "driver=qcow2,file.filename=
 # PATH,encrypt.key-secret=ID": after the last comma a key, after its '='
 # the values of that key (file names, the secrets defined on the line).
 _qimg_complete_image_opts() {
-    local cur=$1 head='' item=$1 key val k ids files
-    if [[ $cur == *,* ]]; then
-        head=${cur%,*},
-        item=${cur##*,}
-    fi
+    local head item key val ids files
+    _qimg_split_list "$1"
     if [[ $item != *=* ]]; then
-        for k in driver= file.filename= encrypt.key-secret= encrypt.format=; do
-            [[ ,$head == *,"$k"* ]] || _qimg_add "$head" "$item" "$k"
-        done
-        _qimg_nospace=1
+        _qimg_add_keys driver= file.filename= encrypt.key-secret= encrypt.format=
         return
     fi
     key=${item%%=*} val=${item#*=}
@@ -345,11 +359,8 @@ _qimg_complete_image_opts() {
 # Complete the value of -o: "key=value,key=value,...".  After the last
 # comma, complete a key; after its '=', the values of that key.
 _qimg_complete_o() {
-    local cmd=$1 cur=$2 head='' item=$2 key val keys fmt k
-    if [[ $cur == *,* ]]; then
-        head=${cur%,*},
-        item=${cur##*,}
-    fi
+    local cmd=$1 head item key val keys fmt
+    _qimg_split_list "$2"
     case $cmd in
         amend) fmt=qcow2 ;;
         convert | measure) fmt=$(_qimg_line_format -O) ;;
@@ -364,11 +375,8 @@ _qimg_complete_o() {
         else
             keys=$_qimg_qcow2_keys
         fi
-        for k in $keys; do
-            # a key already given is not offered again
-            [[ ,$head == *,"$k"* ]] || _qimg_add "$head" "$item" "$k"
-        done
-        _qimg_nospace=1
+        # shellcheck disable=SC2086
+        _qimg_add_keys $keys
         return
     fi
     key=${item%%=*} val=${item#*=}
