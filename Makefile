@@ -61,10 +61,15 @@ $(BUILD)/%.o: src/%.c
 
 -include $(DEPS)
 
-# SANITIZE=1 runs the same suite on build-san/qimg (ASan + UBSan).
+# SANITIZE=1 runs the same suite on build-san/qimg (ASan + UBSan). Any
+# report aborts the program (SIGABRT, exit 134), which no test accepts:
+# by default both would exit 1 (UBSan would even carry on), as an
+# ordinary error does.
 check: $(BIN) units
 	BUILD=$(BUILD) QIMG_BIN=$(CURDIR)/$(BIN) QIMG_SANITIZED=$(SANITIZE) \
-	    ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=0} tests/run
+	    ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1} \
+	    UBSAN_OPTIONS=$${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1} \
+	    tests/run
 
 bench: qimg
 	scripts/bench
