@@ -61,13 +61,14 @@ $(BUILD)/%.o: src/%.c
 
 -include $(DEPS)
 
-# SANITIZE=1 runs the same suite on build-san/qimg (ASan + UBSan). Any
+# SANITIZE=1 runs the same suite on build-san/qimg (ASan, LSan, UBSan). Any
 # report aborts the program (SIGABRT, exit 134), which no test accepts:
 # by default both would exit 1 (UBSan would even carry on), as an
 # ordinary error does.
 check: $(BIN) units
 	BUILD=$(BUILD) QIMG_BIN=$(CURDIR)/$(BIN) QIMG_SANITIZED=$(SANITIZE) \
-	    ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1} \
+	    ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+	    LSAN_OPTIONS=$${LSAN_OPTIONS:-suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0} \
 	    UBSAN_OPTIONS=$${UBSAN_OPTIONS:-halt_on_error=1:abort_on_error=1:print_stacktrace=1} \
 	    tests/run
 
